@@ -1,0 +1,122 @@
+"""Settings: the only place that reads the environment.
+
+Every entry point (API, worker, CLI, SDK) builds one ``Settings`` and passes it down. Keys
+are ``SecretStr`` so they never end up in a log line or a repr. Env names carry the prefix
+``BATCHYARD_`` with ``__`` for nesting (``BATCHYARD_HTTP__MAX_ATTEMPTS=5``); the provider
+credentials also answer to the names users already have (``OPENAI_API_KEY``,
+``AZURE_API_KEY`` ...), as in LiteLLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HttpSettings(BaseModel):
+    """How provider adapters talk HTTP."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    max_attempts: int = 5
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    #: Give up retrying once this many seconds have passed since the first attempt.
+    retry_total_seconds: float = 120.0
+    #: A Retry-After longer than this is not waited for (the call fails at once).
+    max_retry_after: float = 120.0
+
+
+class PipelineSettings(BaseModel):
+    """How the workers split, submit, poll and retry."""
+
+    part_max_requests: int = 50_000
+    part_max_bytes: int = 200 * 1024 * 1024
+    max_request_attempts: int = 3
+    poll_min_seconds: float = 30.0
+    poll_max_seconds: float = 600.0
+    poll_backoff: float = 1.5
+    #: Beat tick for polling due parts and sweeping lost work.
+    tick_seconds: float = 5.0
+    #: A part stuck in a transient state longer than this is re-nudged by the sweep.
+    stale_seconds: float = 60.0
+    #: When a deployment says token_limit_exceeded, wait this long before resubmitting.
+    quota_retry_seconds: float = 300.0
+    ingest_batch_rows: int = 2_000
+
+
+class ApiSettings(BaseModel):
+    """The OpenAI-compatible HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """All of batchyard's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHYARD_", env_nested_delimiter="__", extra="ignore",
+        populate_by_name=True,
+    )
+
+    #: Where the embedded default keeps its SQLite files and stored uploads.
+    data_dir: Path = Path(".batchyard")
+    #: SQLAlchemy URL. Default: SQLite in ``data_dir``.
+    database_url: str | None = None
+    #: Celery broker URL. Default: an embedded SQLite broker in ``data_dir``.
+    broker_url: str | None = None
+    #: ``database`` keeps file bytes in SQL (any worker on any host can read them);
+    #: ``local`` keeps them under ``data_dir/files``.
+    storage_backend: str = "database"
+    master_key: SecretStr | None = None
+    #: A LiteLLM-shaped ``config.yaml`` with ``model_list``.
+    config_file: Path | None = None
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_OPENAI_API_KEY", "OPENAI_API_KEY"))
+    openai_api_base: str | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_OPENAI_API_BASE", "OPENAI_API_BASE",
+                                                    "OPENAI_BASE_URL"))
+    azure_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_AZURE_API_KEY", "AZURE_API_KEY",
+                                                    "AZURE_OPENAI_API_KEY"))
+    azure_api_base: str | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_AZURE_API_BASE", "AZURE_API_BASE",
+                                                    "AZURE_OPENAI_ENDPOINT"))
+    azure_api_version: str | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_AZURE_API_VERSION",
+                                                    "AZURE_API_VERSION", "OPENAI_API_VERSION"))
+
+    http: HttpSettings = HttpSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    api: ApiSettings = ApiSettings()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force (SQLite under ``data_dir`` unless configured)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'batchyard.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL in force (an embedded SQLite broker unless configured)."""
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when running on the embedded default (no external broker)."""
+        return not self.broker_url
+
+
+def env_value(name: str) -> str | None:
+    """Resolve ``os.environ/NAME`` references from config files (the only other env read)."""
+    import os
+
+    return os.environ.get(name)

@@ -1,0 +1,1 @@
+"""Python SDK: OpenAI-style batch and file calls straight to a provider (filled in by issue 4)."""
