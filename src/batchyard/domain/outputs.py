@@ -1,0 +1,170 @@
+"""Provider output/error files: parse them into results, render our own.
+
+A provider output line is ``{"id", "custom_id", "response": {"status_code", "request_id",
+"body"} | null, "error": {"code", "message"} | null}``. Azure omits ``id`` and uses UUID
+request ids; both parse the same. Requests the endpoint rejected (4xx/5xx) come with a
+``response`` and ``error: null``, so results are classified by ``status_code`` first.
+
+Usually imported through :mod:`batchyard.domain.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchyard.domain.lines import iter_lines
+from batchyard.errors import JsonlError
+
+#: Non-HTTP error codes worth another attempt in a new part.
+RETRYABLE_ERROR_CODES = frozenset({"batch_expired", "request_timeout"})
+#: HTTP statuses worth another attempt (as the providers' own SDKs retry them).
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One request's result as the provider reported it.
+
+    ``ok`` means a 2xx response. ``body`` is the response body re-serialised as JSON bytes
+    (``None`` for non-HTTP errors). ``error_code``/``error_message`` come from ``error`` for
+    non-HTTP failures, or from the error body of a 4xx/5xx. Token counts come from
+    ``body.usage`` (chat and responses names both understood), 0 when absent.
+    """
+
+    custom_id: str
+    ok: bool
+    status_code: int | None
+    request_id: str | None
+    body: bytes | None
+    error_code: str | None
+    error_message: str | None
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    retryable: bool
+    line_no: int = 0
+
+
+def is_retryable(status_code: int | None, error_code: str | None, *,
+                 retry_cancelled: bool = False) -> bool:
+    """Would another attempt at this request plausibly succeed?"""
+    if status_code is not None and not 200 <= status_code < 300:
+        return status_code in RETRYABLE_STATUS or status_code >= 500
+    if error_code is None:
+        return False
+    return error_code in RETRYABLE_ERROR_CODES or (
+        retry_cancelled and error_code == "batch_cancelled")
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def _usage(body: Any) -> tuple[int, int, int]:
+    usage = body.get("usage") if type(body) is dict else None
+    if type(usage) is not dict:
+        return 0, 0, 0
+    inp = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    out = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    total = _int(usage.get("total_tokens")) or inp + out
+    return inp, out, total
+
+
+def _body_error(body: Any) -> tuple[str | None, str | None]:
+    error = body.get("error") if type(body) is dict else None
+    if type(error) is not dict:
+        return None, None
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (str(code) if code is not None else None,
+            str(message) if message is not None else None)
+
+
+def _parse_output(line_no: int, line: bytes, retry_cancelled: bool) -> OutputLine:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise JsonlError("output line is not valid JSON", line=line_no,
+                         code="invalid_json_line") from None
+    if type(obj) is not dict:
+        raise JsonlError("output line is not a JSON object", line=line_no,
+                         code="invalid_output_line")
+    custom_id = obj.get("custom_id")
+    if type(custom_id) is not str or not custom_id:
+        raise JsonlError("output line has no custom_id", line=line_no,
+                         code="invalid_output_line")
+    response = obj.get("response")
+    if type(response) is dict:
+        return _from_response(line_no, custom_id, response, retry_cancelled)
+    error = obj.get("error")
+    if type(error) is not dict:
+        raise JsonlError(f'output line for "{custom_id}" has neither response nor error',
+                         line=line_no, code="invalid_output_line")
+    code = error.get("code")
+    code = str(code) if code is not None else "unknown_error"
+    message = error.get("message")
+    return OutputLine(custom_id, False, None, None, None, code,
+                      str(message) if message is not None else None, 0, 0, 0,
+                      is_retryable(None, code, retry_cancelled=retry_cancelled), line_no)
+
+
+def _from_response(line_no: int, custom_id: str, response: dict[str, Any],
+                   retry_cancelled: bool) -> OutputLine:
+    status = response.get("status_code")
+    if type(status) is not int:
+        raise JsonlError(f'output line for "{custom_id}" has no integer status_code',
+                         line=line_no, code="invalid_output_line")
+    request_id = response.get("request_id")
+    body = response.get("body")
+    ok = 200 <= status < 300
+    code, message = (None, None) if ok else _body_error(body)
+    inp, out, total = _usage(body)
+    return OutputLine(custom_id, ok, status, str(request_id) if request_id else None,
+                      orjson.dumps(body) if body is not None else None, code, message,
+                      inp, out, total,
+                      is_retryable(status, code, retry_cancelled=retry_cancelled), line_no)
+
+
+def iter_output_lines(chunks: Iterable[bytes], *,
+                      retry_cancelled: bool = False) -> Iterator[OutputLine]:
+    """Parse a provider output or error file, streaming, one :class:`OutputLine` per line.
+
+    ``retry_cancelled`` marks ``batch_cancelled`` requests retryable: true when we cancelled
+    a provider batch ourselves (e.g. to move work), false when the user cancelled. A
+    malformed line raises :class:`~batchyard.errors.JsonlError` with its line number.
+    """
+    for line_no, line in iter_lines(chunks):
+        if line and not line.isspace():
+            yield _parse_output(line_no, line, retry_cancelled)
+
+
+def result_line_id(batch_id: str, custom_id: str) -> str:
+    """A stable ``batch_req_`` id, so re-rendering a file gives identical bytes."""
+    digest = hashlib.sha256(f"{batch_id}\x00{custom_id}".encode()).hexdigest()
+    return f"batch_req_{digest[:32]}"
+
+
+def render_result_line(*, batch_id: str, custom_id: str, status_code: int | None,
+                       request_id: str | None = None, body: bytes | None = None,
+                       error_code: str | None = None,
+                       error_message: str | None = None) -> bytes:
+    """One line of our own output/error file in OpenAI's shape, newline included.
+
+    With a ``status_code`` the line carries ``response`` (``body`` is embedded verbatim as
+    JSON bytes; ``{}`` when absent) and ``error: null``, as OpenAI does even for 4xx.
+    Without one it is a non-HTTP error: ``response: null`` and ``error: {code, message}``.
+    """
+    line: dict[str, Any] = {"id": result_line_id(batch_id, custom_id), "custom_id": custom_id}
+    if status_code is not None:
+        line["response"] = {"status_code": status_code, "request_id": request_id,
+                            "body": orjson.Fragment(body) if body else {}}
+        line["error"] = None
+    else:
+        line["response"] = None
+        line["error"] = {"code": error_code, "message": error_message}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
