@@ -227,3 +227,15 @@ class EventRow(Base):
     to_status: Mapped[str] = mapped_column(String(30))
     at: Mapped[float] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DeploymentStateRow(Base):
+    """Shared per-deployment state, e.g. blocked after the provider said token_limit_exceeded."""
+
+    __tablename__ = "deployment_state"
+
+    deployment_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    blocked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Round-robin / weighted routing counter, bumped on every choice.
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[float] = mapped_column(Float, default=0.0)
