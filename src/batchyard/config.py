@@ -45,6 +45,11 @@ class PipelineSettings(BaseModel):
     #: When a deployment says token_limit_exceeded, wait this long before resubmitting.
     quota_retry_seconds: float = 300.0
     ingest_batch_rows: int = 2_000
+    #: Prefix of the Celery queue names (``<queue>.batches``, ``<queue>.parts``,
+    #: ``<queue>.tick``); separate deployments (or test runs) on one broker use their own.
+    queue: str = "batchyard"
+    #: How many provider batches one poll tick checks at the same time.
+    poll_concurrency: int = 16
 
 
 class ApiSettings(BaseModel):
@@ -90,6 +95,10 @@ class Settings(BaseSettings):
     azure_api_version: str | None = Field(
         default=None, validation_alias=AliasChoices("BATCHYARD_AZURE_API_VERSION",
                                                     "AZURE_API_VERSION", "OPENAI_API_VERSION"))
+
+    #: Test-only crash hook: a worker SIGKILLs itself at this named pipeline point
+    #: (``after_upload``, ``after_create``, ``mid_ingest``) to prove crash safety.
+    crash_at: str | None = None
 
     http: HttpSettings = HttpSettings()
     pipeline: PipelineSettings = PipelineSettings()
