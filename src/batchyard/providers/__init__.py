@@ -1,1 +1,70 @@
-"""providers"""
+"""Provider adapters: the only code that talks to OpenAI and Azure OpenAI.
+
+    from batchyard.providers import ProviderConfig, build_provider, build_async_provider
+    with build_provider(ProviderConfig(kind="openai", api_key=key)) as provider:
+        provider.upload_file("input.jsonl")
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from batchyard.config import HttpSettings
+from batchyard.providers.azure import AzureOperations
+from batchyard.providers.base import (
+    AsyncProvider,
+    Provider,
+    ProviderBatch,
+    ProviderBatchError,
+    ProviderConfig,
+    ProviderFile,
+    ProviderPage,
+    ProviderRequestCounts,
+)
+from batchyard.providers.client import AsyncProviderClient, SyncProviderClient
+from batchyard.providers.http import AsyncExecutor, SyncExecutor, build_timeout
+from batchyard.providers.openai import OpenAIOperations
+
+__all__ = [
+    "AsyncProvider",
+    "Provider",
+    "ProviderBatch",
+    "ProviderBatchError",
+    "ProviderConfig",
+    "ProviderFile",
+    "ProviderPage",
+    "ProviderRequestCounts",
+    "build_async_provider",
+    "build_operations",
+    "build_provider",
+]
+
+
+def build_operations(config: ProviderConfig) -> OpenAIOperations:
+    """The request builder for ``config.kind``."""
+    return AzureOperations(config) if config.kind == "azure" else OpenAIOperations(config)
+
+
+def _headers(ops: OpenAIOperations) -> dict[str, str]:
+    # Auth lives in the client's default headers, never in a Call, so it is never logged.
+    return {**ops.auth_headers(), "Accept": "application/json"}
+
+
+def build_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
+                   transport: httpx.BaseTransport | None = None) -> SyncProviderClient:
+    """A synchronous adapter; ``transport`` lets tests mount the emulator in-process."""
+    http = http or HttpSettings()
+    ops = build_operations(config)
+    client = httpx.Client(transport=transport, headers=_headers(ops), timeout=build_timeout(http))
+    return SyncProviderClient(ops, SyncExecutor(client, http))
+
+
+def build_async_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
+                         transport: httpx.AsyncBaseTransport | None = None
+                         ) -> AsyncProviderClient:
+    """An asynchronous adapter on ``httpx.AsyncClient``."""
+    http = http or HttpSettings()
+    ops = build_operations(config)
+    client = httpx.AsyncClient(transport=transport, headers=_headers(ops),
+                               timeout=build_timeout(http))
+    return AsyncProviderClient(ops, AsyncExecutor(client, http))

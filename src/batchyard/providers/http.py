@@ -1,0 +1,387 @@
+"""HTTP machinery shared by the sync and async adapters: calls, retries, error mapping.
+
+An adapter describes each operation once as a :class:`Call` (what to send) plus a parser
+(what the answer means). :class:`SyncExecutor` and :class:`AsyncExecutor` only differ in how
+they wait: both ask the same :class:`RetryClock` whether and how long to wait, and map
+failures with the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Generic, TypeVar
+
+import httpx
+
+from batchyard.config import HttpSettings
+from batchyard.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFoundError,
+    ProviderRejectedError,
+    ProviderTransientError,
+)
+from batchyard.providers.base import UploadSource
+from batchyard.providers.wire import error_fields
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+REQUEST_ID_HEADERS = ("x-request-id", "apim-request-id", "x-ms-request-id")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart file part: a path is opened afresh per attempt, a file object rewound."""
+
+    source: UploadSource
+    filename: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, described without sending it."""
+
+    method: str
+    url: str
+    params: Mapping[str, str | int] = field(default_factory=dict)
+    json: Any = None
+    upload: Upload | None = None
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    """A call and the parser that turns its JSON answer into a record."""
+
+    call: Call
+    parse: Callable[[Any], T]
+
+
+def upload_filename(source: UploadSource, filename: str | None) -> str:
+    """The multipart filename: given, else the path's or open file's base name."""
+    if filename:
+        return filename
+    name = source if isinstance(source, str | Path) else getattr(source, "name", None)
+    if isinstance(name, str | Path) and str(name):
+        return os.path.basename(str(name))
+    return "upload.jsonl"
+
+
+@contextmanager
+def request_kwargs(call: Call) -> Iterator[dict[str, Any]]:
+    """Keyword arguments for ``client.build_request``, with the upload file open.
+
+    httpx streams a file object in a multipart body chunk by chunk (64 KiB) and computes the
+    Content-Length from the file size, so an upload never sits in memory whole.
+    """
+    kwargs: dict[str, Any] = {"method": call.method, "url": call.url, "params": dict(call.params)}
+    if call.json is not None:
+        kwargs["json"] = call.json
+    upload = call.upload
+    if upload is None:
+        yield kwargs
+        return
+    kwargs["data"] = dict(upload.fields)
+    if isinstance(upload.source, str | Path):
+        with open(upload.source, "rb") as handle:
+            kwargs["files"] = {"file": (upload.filename, handle, upload.content_type)}
+            yield kwargs
+        return
+    upload.source.seek(0)  # a retry must send the file from its start again
+    kwargs["files"] = {"file": (upload.filename, upload.source, upload.content_type)}
+    yield kwargs
+
+
+def request_id(response: httpx.Response) -> str | None:
+    """The provider's request id (OpenAI ``x-request-id``, Azure ``apim-request-id``)."""
+    for name in REQUEST_ID_HEADERS:
+        if value := response.headers.get(name):
+            return value
+    return None
+
+
+def retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(millis) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _should_retry_header(response: httpx.Response) -> bool | None:
+    value = response.headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def status_error(response: httpx.Response) -> tuple[ProviderError, bool]:
+    """Map an error response to our tree; also say whether it is worth retrying."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    message, code, param = error_fields(body)
+    if message is None:
+        message = (response.text[:300].strip() if body is None else "") or response.reason_phrase
+    status_code = response.status_code
+    retryable = status_code in RETRYABLE_STATUSES or status_code >= 500
+    forced = _should_retry_header(response)
+    if forced is not None:
+        retryable = forced
+    kind = _error_class(status_code, retryable)
+    error = kind(message, status=status_code, code=code, param=param,
+                 request_id=request_id(response), retry_after=retry_after(response.headers))
+    return error, retryable
+
+
+def _error_class(status_code: int, retryable: bool) -> type[ProviderError]:
+    if status_code in (401, 403):
+        return ProviderAuthError
+    if retryable or status_code in RETRYABLE_STATUSES or status_code >= 500:
+        return ProviderTransientError
+    if status_code == 404:
+        return ProviderNotFoundError
+    return ProviderRejectedError
+
+
+def connection_error(exc: httpx.TransportError) -> ProviderTransientError:
+    """A timeout or a lost connection: always transient."""
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "connection failed"
+    detail = str(exc) or type(exc).__name__
+    return ProviderTransientError(f"provider request {kind}: {detail}")
+
+
+class _Failed(Exception):
+    """Internal: one attempt failed with ``error``; ``retryable`` says if another may help."""
+
+    def __init__(self, error: ProviderError, retryable: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """Return a 2xx response; raise :class:`_Failed` (chained to httpx's error) otherwise."""
+    try:
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        error, retryable = status_error(response)
+        raise _Failed(error, retryable) from exc
+    return response
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The JSON of a 2xx answer; a non-JSON one is a provider fault, not retried."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        error = ProviderTransientError("provider answered with something that is not JSON",
+                                       status=response.status_code,
+                                       request_id=request_id(response))
+        raise _Failed(error, False) from exc
+
+
+def parse_answer(op: Op[T], body: Any) -> T:
+    """Parse a JSON answer; a shape we cannot read becomes a provider error."""
+    try:
+        return op.parse(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProviderTransientError(
+            f"unexpected provider answer to {op.call.method} {op.call.url}") from exc
+
+
+def _cut_short(exc: httpx.TransportError, start: int | None, written: int) -> _Failed:
+    # Bytes already written to a stream we cannot rewind: a retry would duplicate them.
+    return _Failed(connection_error(exc), retryable=start is not None or written == 0)
+
+
+class RetryClock:
+    """Decides, attempt after attempt, whether to retry and how long to wait first.
+
+    Exponential backoff with jitter, bounded by ``max_attempts`` and ``retry_total_seconds``;
+    a provider's Retry-After wins over backoff, and one longer than ``max_retry_after`` means
+    "do not retry now" (the caller gets the error with ``retry_after`` set and can schedule).
+    """
+
+    def __init__(self, settings: HttpSettings, *, clock: Callable[[], float] = time.monotonic,
+                 rand: Callable[[], float] = random.random) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._rand = rand
+        self._started = clock()
+        self.attempts = 0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based) without a Retry-After."""
+        base = min(self._settings.backoff_initial * 2 ** (attempt - 1), self._settings.backoff_max)
+        return base * (1.0 - 0.25 * self._rand())
+
+    def delay_after(self, error: ProviderError, retryable: bool) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up with ``error``."""
+        self.attempts += 1
+        if not retryable or self.attempts >= self._settings.max_attempts:
+            return None
+        hint = error.retry_after
+        if hint is not None and hint > self._settings.max_retry_after:
+            return None
+        delay = hint if hint is not None and hint > 0 else self.backoff(self.attempts)
+        if self._clock() - self._started + delay > self._settings.retry_total_seconds:
+            return None
+        return delay
+
+
+def _log_retry(error: ProviderError, attempt: int, delay: float) -> None:
+    log.warning("provider.retry", extra={
+        "status": error.status, "code": error.code, "request_id": error.request_id,
+        "attempt": attempt, "delay": round(delay, 3)})
+
+
+def build_timeout(settings: HttpSettings) -> httpx.Timeout:
+    """httpx timeouts from the settings."""
+    return httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+
+
+class SyncExecutor:
+    """Runs calls on an ``httpx.Client`` with the shared retry rules."""
+
+    def __init__(self, client: httpx.Client, settings: HttpSettings,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self._settings = settings
+        self._sleep = sleep
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it succeeds or the retry clock says stop."""
+        clock = RetryClock(self._settings)
+        while True:
+            try:
+                return attempt()
+            except _Failed as failed:
+                failure, cause = failed, failed.__cause__
+            except httpx.TransportError as exc:
+                failure, cause = _Failed(connection_error(exc), True), exc
+            delay = clock.delay_after(failure.error, failure.retryable)
+            if delay is None:
+                raise failure.error from cause
+            _log_retry(failure.error, clock.attempts, delay)
+            self._sleep(delay)
+
+    def run(self, op: Op[T]) -> T:
+        """Send ``op.call`` (with retries) and parse the JSON answer."""
+        return parse_answer(op, self.retrying(lambda: self._send_json(op.call)))
+
+    def _send_json(self, call: Call) -> Any:
+        with request_kwargs(call) as kwargs:
+            response = self.client.send(self.client.build_request(**kwargs))
+        return json_body(check(response))
+
+    def download(self, call: Call, dest: BinaryIO) -> int:
+        """Stream the response body into ``dest``; a retry rewinds ``dest`` first."""
+        start = dest.tell() if dest.seekable() else None
+        return self.retrying(lambda: self._copy(call, dest, start))
+
+    def _copy(self, call: Call, dest: BinaryIO, start: int | None) -> int:
+        _rewind(dest, start)
+        with request_kwargs(call) as kwargs:
+            response = self.client.send(self.client.build_request(**kwargs), stream=True)
+        try:
+            if not response.is_success:
+                response.read()
+                check(response)
+            written = 0
+            try:
+                for chunk in response.iter_bytes():
+                    written += dest.write(chunk) or 0
+            except httpx.TransportError as exc:
+                raise _cut_short(exc, start, written) from exc
+            return written
+        finally:
+            response.close()
+
+
+class AsyncExecutor:
+    """Runs calls on an ``httpx.AsyncClient`` with the shared retry rules."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: HttpSettings,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.client = client
+        self._settings = settings
+        self._sleep = sleep
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Await ``attempt`` until it succeeds or the retry clock says stop."""
+        clock = RetryClock(self._settings)
+        while True:
+            try:
+                return await attempt()
+            except _Failed as failed:
+                failure, cause = failed, failed.__cause__
+            except httpx.TransportError as exc:
+                failure, cause = _Failed(connection_error(exc), True), exc
+            delay = clock.delay_after(failure.error, failure.retryable)
+            if delay is None:
+                raise failure.error from cause
+            _log_retry(failure.error, clock.attempts, delay)
+            await self._sleep(delay)
+
+    async def run(self, op: Op[T]) -> T:
+        """Send ``op.call`` (with retries) and parse the JSON answer."""
+        return parse_answer(op, await self.retrying(lambda: self._send_json(op.call)))
+
+    async def _send_json(self, call: Call) -> Any:
+        with request_kwargs(call) as kwargs:
+            response = await self.client.send(self.client.build_request(**kwargs))
+        return json_body(check(response))
+
+    async def download(self, call: Call, dest: BinaryIO) -> int:
+        """Stream the response body into ``dest``; a retry rewinds ``dest`` first."""
+        start = dest.tell() if dest.seekable() else None
+        return await self.retrying(lambda: self._copy(call, dest, start))
+
+    async def _copy(self, call: Call, dest: BinaryIO, start: int | None) -> int:
+        _rewind(dest, start)
+        with request_kwargs(call) as kwargs:
+            response = await self.client.send(self.client.build_request(**kwargs), stream=True)
+        try:
+            if not response.is_success:
+                await response.aread()
+                check(response)
+            written = 0
+            try:
+                async for chunk in response.aiter_bytes():
+                    written += dest.write(chunk) or 0
+            except httpx.TransportError as exc:
+                raise _cut_short(exc, start, written) from exc
+            return written
+        finally:
+            await response.aclose()
+
+
+def _rewind(dest: BinaryIO, start: int | None) -> None:
+    if start is not None and dest.tell() != start:
+        dest.seek(start)
+        dest.truncate()
