@@ -6,7 +6,7 @@ sub-second precision (floats). JSON columns hold provider/user JSON verbatim.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +37,7 @@ class Base(DeclarativeBase):
     """Declarative base; ``Base.metadata`` is what Alembic targets."""
 
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class ApiKeyRow(Base):
@@ -128,6 +128,9 @@ class BatchRow(Base):
     stage: Mapped[str] = mapped_column(String(20), default="accepted", index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)
+    #: When the pipeline should next act on the batch; a task claims it by pushing this
+    #: forward (a lease), the sweep re-nudges batches whose time has come.
+    due_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
 
 
 class PartRow(Base):
@@ -156,6 +159,8 @@ class PartRow(Base):
     provider_output_file_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     provider_error_file_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     provider_errors: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: When the pipeline should next act on the part (poll it, or retry a step). Claiming a
+    #: part pushes it forward, so it doubles as a lease against a second worker.
     next_poll_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     poll_interval: Mapped[float | None] = mapped_column(Float, nullable=True)
     side_effect_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 03:38:16.599804
+Create Date: 2026-11-26 03:39:37.328578
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def upgrade() -> None:
         sa.Column("stage", sa.String(length=20), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.Column("due_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["input_file_id"], ["files.id"], name=op.f("fk_batches_input_file_id_files")
         ),
@@ -130,6 +131,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("batches", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_batches_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_batches_due_at"), ["due_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_batches_owner_key_id"), ["owner_key_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_batches_stage"), ["stage"], unique=False)
         batch_op.create_index(batch_op.f("ix_batches_status"), ["status"], unique=False)
@@ -248,6 +250,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_batches_status"))
         batch_op.drop_index(batch_op.f("ix_batches_stage"))
         batch_op.drop_index(batch_op.f("ix_batches_owner_key_id"))
+        batch_op.drop_index(batch_op.f("ix_batches_due_at"))
         batch_op.drop_index(batch_op.f("ix_batches_created_at"))
 
     op.drop_table("batches")

@@ -1,0 +1,53 @@
+"""Bulk, idempotent writes and streaming reads of result rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import ResultRow
+
+_UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
+              "response_body", "error_code", "error_message", "input_tokens",
+              "output_tokens", "total_tokens", "created_at")
+
+
+def _upsert(dialect: str) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(ResultRow)
+    # Ingesting the same output twice changes nothing; a newer attempt's outcome replaces
+    # an older one (a request retried after a 5xx ends with its latest answer).
+    return stmt.on_conflict_do_update(
+        index_elements=[ResultRow.batch_id, ResultRow.custom_id],
+        set_={name: stmt.excluded[name] for name in _UPDATABLE},
+        where=stmt.excluded.attempt > ResultRow.attempt,
+    )
+
+
+def upsert_results(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert result rows in one executemany; conflicts on (batch_id, custom_id) are merged."""
+    if rows:
+        conn.execute(_upsert(conn.get_bind().dialect.name if isinstance(conn, Session)
+                             else conn.dialect.name), list(rows))
+
+
+def iter_batch_results(session: Session, batch_id: str, *, ok: bool | None = None,
+                       page_rows: int = 2_000) -> Iterator[ResultRow]:
+    """Result rows of a batch in input order, fetched page by page (bounded memory)."""
+    last_line = -1
+    while True:
+        stmt = (select(ResultRow).where(ResultRow.batch_id == batch_id,
+                                        ResultRow.line_no > last_line)
+                .order_by(ResultRow.line_no).limit(page_rows))
+        if ok is not None:
+            stmt = stmt.where(ResultRow.ok.is_(ok))
+        rows = session.scalars(stmt).all()
+        if not rows:
+            return
+        yield from rows
+        last_line = rows[-1].line_no
+        session.expunge_all()

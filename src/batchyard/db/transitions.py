@@ -1,0 +1,86 @@
+"""Compare-and-set status writes, each with its event row.
+
+``UPDATE ... WHERE id = :id AND status IN (:expected)``: a write only lands when the row is
+still where the caller last saw it, so two workers acting on one nudge cannot both win.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import BatchRow, EventRow, PartRow
+
+
+def _expected(statuses: str | Iterable[str]) -> list[str]:
+    return [statuses] if isinstance(statuses, str) else list(statuses)
+
+
+def transition_batch(session: Session, batch_id: str, expected: str | Iterable[str],
+                     to_status: str, *, reason: str | None = None, **values: Any) -> bool:
+    """Move a batch from one of ``expected`` to ``to_status``; False when it had moved on."""
+    row = session.get(BatchRow, batch_id, populate_existing=True)
+    if row is None or row.status not in _expected(expected):
+        return False
+    now = time.time()
+    stmt = (update(BatchRow)
+            .where(BatchRow.id == batch_id, BatchRow.status == row.status)
+            .values(status=to_status, updated_at=now, **values)
+            .execution_options(synchronize_session=False))
+    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.add(EventRow(batch_id=batch_id, entity="batch", from_status=row.status,
+                         to_status=to_status, at=now, reason=reason))
+    session.expire(row)
+    return True
+
+
+def transition_part(session: Session, part: PartRow | str, expected: str | Iterable[str],
+                    to_status: str, *, reason: str | None = None, **values: Any) -> bool:
+    """Move a part from one of ``expected`` to ``to_status``; False when it had moved on."""
+    part_id = part if isinstance(part, str) else part.id
+    row = session.get(PartRow, part_id, populate_existing=True)
+    if row is None or row.status not in _expected(expected):
+        return False
+    now = time.time()
+    stmt = (update(PartRow)
+            .where(PartRow.id == part_id, PartRow.status == row.status)
+            .values(status=to_status, updated_at=now, **values)
+            .execution_options(synchronize_session=False))
+    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.add(EventRow(batch_id=row.batch_id, part_id=part_id, entity="part",
+                         from_status=row.status, to_status=to_status, at=now, reason=reason))
+    session.expire(row)
+    return True
+
+
+def claim_part(session: Session, part_id: str, statuses: str | Iterable[str],
+               lease_seconds: float, *, now: float | None = None) -> bool:
+    """Take a part whose time has come by pushing ``next_poll_at`` forward (a lease).
+
+    Two copies of one nudge (the original and a sweep's) race here; exactly one wins.
+    """
+    now = time.time() if now is None else now
+    stmt = (update(PartRow)
+            .where(PartRow.id == part_id, PartRow.status.in_(_expected(statuses)),
+                   or_(PartRow.next_poll_at.is_(None), PartRow.next_poll_at <= now))
+            .values(next_poll_at=now + lease_seconds)
+            .execution_options(synchronize_session=False))
+    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+
+
+def claim_batch(session: Session, batch_id: str, lease_seconds: float, *,
+                stages: Iterable[str], now: float | None = None) -> bool:
+    """Take a batch at one of ``stages`` whose ``due_at`` has come (pushing it forward)."""
+    now = time.time() if now is None else now
+    stmt = (update(BatchRow)
+            .where(BatchRow.id == batch_id, BatchRow.stage.in_(list(stages)),
+                   BatchRow.due_at <= now)
+            .values(due_at=now + lease_seconds)
+            .execution_options(synchronize_session=False))
+    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
