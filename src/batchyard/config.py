@@ -52,6 +52,26 @@ class PipelineSettings(BaseModel):
     poll_concurrency: int = 16
 
 
+class ScheduleSettings(BaseModel):
+    """Scheduled batch runs and completion webhooks (issue 5)."""
+
+    #: Beat interval of the scheduler tick (fires due schedules, sends due webhooks).
+    tick_seconds: float = 15.0
+    #: A slot this late is still "on time"; older due slots count as missed (catch-up policy).
+    misfire_grace_seconds: float = 300.0
+    #: Signs webhooks named in a batch's metadata (a schedule may carry its own secret).
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_initial: float = 10.0
+    webhook_backoff_max: float = 3600.0
+    #: A delivery stuck in "sending" this long (worker died mid-POST) is sent again.
+    webhook_stale_seconds: float = 120.0
+    #: Let virtual keys (not only the master key / CLI) create callable and path sources,
+    #: which run code or read files on the scheduler's host.
+    allow_code_sources_for_keys: bool = False
+
+
 class ApiSettings(BaseModel):
     """The OpenAI-compatible HTTP API."""
 
@@ -103,6 +123,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     pipeline: PipelineSettings = PipelineSettings()
     api: ApiSettings = ApiSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
 
     @property
     def effective_database_url(self) -> str:
