@@ -109,10 +109,11 @@ def batch_routes(surface: Surface) -> APIRouter:
         except orjson.JSONDecodeError as exc:
             raise bad_request("The request body is not valid JSON.") from exc
         emu = _emu(request)
-        batch = await run_in_threadpool(emu.create_batch, body)
-        data = render.batch_object(batch, surface)
+        data = await run_in_threadpool(
+            emu.create_batch, body, lambda batch: render.batch_object(batch, surface)
+        )
         if surface == "azure" and _api_version(request) >= _PAGED_FILES_SINCE:
-            used = emu.store.enqueued_tokens(batch.model or "")
+            used = emu.store.enqueued_tokens(data.get("model") or "")
             quota = emu.faults.enqueued_token_quota
             headers = {"deployment-enqueued-tokens": str(used),
                        "deployment-maximum-enqueued-tokens": str(quota or 0)}

@@ -9,9 +9,10 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from batchyard.emulator import ids
 from batchyard.emulator.config import EmulatorConfig, FaultKnobs
@@ -27,6 +28,8 @@ from batchyard.emulator.requests import (
 from batchyard.emulator.runner import BatchRunner
 from batchyard.emulator.store import TERMINAL, BatchEntry, FileEntry, Store
 from batchyard.emulator.validation import ValidationResult, normalize_url, validate_lines
+
+T = TypeVar("T")
 
 ENDPOINTS = frozenset({
     "/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
@@ -194,8 +197,12 @@ class Emulator:
         return entry
 
     # -- batches -------------------------------------------------------------------------
-    def create_batch(self, body: Any) -> BatchEntry:
-        """Check the create body, record the batch (``validating``) and start its runner."""
+    def create_batch(self, body: Any, snapshot: Callable[[BatchEntry], T]) -> T:
+        """Check the create body, record the batch (``validating``) and start its runner.
+
+        ``snapshot`` renders the batch before the runner starts, so the answer always shows
+        the ``validating`` status a provider returns, however fast the runner is.
+        """
         request = _check_create_body(body, azure=self.flavor == "azure")
         source_file = self.get_file(request["input_file_id"])
         if source_file.purpose != "batch":
@@ -211,10 +218,11 @@ class Emulator:
         )
         source = source_file.path.open("rb")
         self.store.add_batch(batch)
+        answer = snapshot(batch)
         runner = BatchRunner(self, batch, source)
         self._runners.append(runner)
         runner.start()
-        return batch
+        return answer
 
     def _fail_fast_quota(self, source_file: FileEntry, endpoint: str) -> None:
         quota = self.faults.enqueued_token_quota
