@@ -1,0 +1,87 @@
+"""The FastAPI app: OpenAI-compatible Files and Batches routes, admin keys and health.
+
+The same routes answer under ``/v1``, without a prefix, and under ``/openai[/v1]`` and
+``/azure[/v1]`` (which force that provider for batches created through them).
+
+Security default: with no master key configured, the API only serves loopback clients (as the
+master) and refuses to be created for a non-loopback bind address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from batchyard.api import admin, batches, files
+from batchyard.api.errors import install_error_handlers
+from batchyard.api.middleware import RequestIdMiddleware
+from batchyard.config import Settings
+from batchyard.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: (prefix, forced provider) pairs every Files/Batches route is mounted under.
+ROUTE_PREFIXES: tuple[tuple[str, str | None], ...] = (
+    ("/v1", None), ("", None), ("/openai/v1", "openai"), ("/openai", "openai"),
+    ("/azure/v1", "azure"), ("/azure", "azure"),
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only exposes the API to this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_safety(settings: Settings) -> None:
+    """Refuse a non-loopback bind without a master key (the open embedded mode is local-only)."""
+    if settings.master_key is None and not is_loopback(settings.api.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.api.host} without a master key: set "
+            "BATCHYARD_MASTER_KEY, or bind 127.0.0.1 for keyless local use")
+
+
+def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
+    """Build the API. Without ``services``, the lifespan builds (and closes) them."""
+    check_bind_safety(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            yield
+            return
+        from batchyard.services.container import build_services
+
+        built = await anyio.to_thread.run_sync(build_services, settings)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(title="batchyard", version="1", lifespan=lifespan, docs_url="/docs",
+                  redoc_url=None, openapi_url="/openapi.json")
+    app.state.settings = settings
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for prefix, provider in ROUTE_PREFIXES:
+        documented = prefix == "/v1"
+        app.include_router(files.build_router(provider), prefix=prefix,
+                           include_in_schema=documented)
+        app.include_router(batches.build_router(provider), prefix=prefix,
+                           include_in_schema=documented)
+    app.include_router(admin.build_admin_router())
+    app.include_router(admin.build_health_router())
+    return app

@@ -1,0 +1,93 @@
+"""``/v1/batches``: create (recorded and enqueued, no provider call), list, retrieve, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from batchyard.api.deps import principal, services_of
+from batchyard.api.wire import (
+    AZURE_ENDPOINTS,
+    BATCH_ENDPOINTS,
+    CreateBatchBody,
+    batch_object,
+    json_response,
+    list_object,
+)
+from batchyard.errors import InvalidInputError
+from batchyard.services import batches as batch_service
+from batchyard.services import keys
+from batchyard.services.keys import Principal
+
+logger = logging.getLogger(__name__)
+
+
+def parse_create_body(raw: bytes, provider: str | None) -> CreateBatchBody:
+    """Parse and validate the JSON body whatever its Content-Type (curl -d sends form type)."""
+    try:
+        data = orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                       "msg": "invalid JSON"}]) from None
+    if not isinstance(data, dict):
+        raise RequestValidationError([{"type": "json_type", "loc": ("body",),
+                                       "msg": "expected an object"}])
+    try:
+        body = CreateBatchBody.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    allowed = BATCH_ENDPOINTS + (AZURE_ENDPOINTS if provider == "azure" else ())
+    if body.endpoint not in allowed:
+        raise InvalidInputError(
+            f"Invalid value for 'endpoint': {body.endpoint!r}. Supported values are: "
+            f"{', '.join(BATCH_ENDPOINTS)}.", param="endpoint", code="invalid_value")
+    return body
+
+
+def _create(svc: Any, who: Principal, body: CreateBatchBody, provider: str | None) -> Any:
+    keys.ensure_batch_capacity(svc, who)
+    return batch_service.create_batch(
+        svc, owner=who.owner, input_file_id=body.input_file_id, endpoint=body.endpoint,
+        completion_window=body.completion_window, metadata=body.metadata, model=body.model,
+        provider=provider)
+
+
+def build_router(provider: str | None) -> APIRouter:
+    """The batches routes; ``provider`` forces openai/azure for batches created through them."""
+    router = APIRouter()
+
+    @router.post("/batches")
+    async def create_batch(request: Request, who: Principal = Depends(principal)) -> Response:
+        body = parse_create_body(await request.body(), provider)
+        record = await run_in_threadpool(_create, services_of(request), who, body, provider)
+        logger.info("api.batch_created", extra={"batch_id": getattr(record, "id", None)})
+        return json_response(batch_object(record))
+
+    @router.get("/batches")
+    def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
+                     after: str | None = None, who: Principal = Depends(principal)) -> Response:
+        page = batch_service.list_batches(services_of(request), owner=who.owner, limit=limit,
+                                          after=after)
+        return json_response(list_object((batch_object(b) for b in page.data),
+                                         has_more=page.has_more))
+
+    @router.get("/batches/{batch_id}")
+    def retrieve_batch(batch_id: str, request: Request,
+                       who: Principal = Depends(principal)) -> Response:
+        record = batch_service.get_batch(services_of(request), batch_id, owner=who.owner)
+        return json_response(batch_object(record))
+
+    @router.post("/batches/{batch_id}/cancel")
+    def cancel_batch(batch_id: str, request: Request,
+                     who: Principal = Depends(principal)) -> Response:
+        record = batch_service.cancel_batch(services_of(request), batch_id, owner=who.owner)
+        return json_response(batch_object(record))
+
+    return router

@@ -1,0 +1,120 @@
+"""Wire models of our API: OpenAI's shapes for files, batches, lists and create bodies.
+
+Service records are converted here and only here; every key OpenAI sends is present (``null``
+when unset) so strict clients parse our objects like theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, field_validator
+from starlette.responses import Response
+
+BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
+                   "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+#: Azure's own docs write the endpoint without /v1; accepted on the /azure routes.
+AZURE_ENDPOINTS = tuple(e.removeprefix("/v1") for e in BATCH_ENDPOINTS)
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+METADATA_MAX_PAIRS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
+
+_FILE_FIELDS = ("id", "bytes", "created_at", "expires_at", "filename", "purpose", "status",
+                "status_details")
+_BATCH_FIELDS = ("id", "endpoint", "model", "errors", "input_file_id", "completion_window",
+                 "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
+                 "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+                 "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata")
+
+
+class CreateBatchBody(BaseModel):
+    """``POST /v1/batches`` body: OpenAI's fields plus ``model`` (route to a model group)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_file_id: str
+    endpoint: str
+    completion_window: Literal["24h"]
+    metadata: dict[str, str] | None = None
+    model: str | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > METADATA_MAX_PAIRS:
+            raise ValueError(f"at most {METADATA_MAX_PAIRS} key-value pairs are allowed")
+        for key, item in value.items():
+            if len(key) > METADATA_MAX_KEY:
+                raise ValueError(f"keys must be at most {METADATA_MAX_KEY} characters")
+            if len(item) > METADATA_MAX_VALUE:
+                raise ValueError(f"values must be at most {METADATA_MAX_VALUE} characters")
+        return value
+
+
+class CreateKeyBody(BaseModel):
+    """``POST /admin/keys`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    max_file_bytes: int | None = None
+    max_batches_in_flight: int | None = None
+    can_schedule: bool = False
+
+
+def plain(obj: Any) -> Any:
+    """A record (dataclass, pydantic model, mapping or scalar) as plain JSON-able data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def file_object(record: Any) -> dict[str, Any]:
+    """OpenAI's File object."""
+    data = plain(record)
+    wire = {key: data.get(key) for key in _FILE_FIELDS}
+    wire["object"] = "file"
+    wire["status"] = wire["status"] or "processed"
+    return wire
+
+
+def _errors_wire(errors: Any) -> Any:
+    if errors is None or (isinstance(errors, dict) and "data" in errors):
+        return errors
+    items = errors if isinstance(errors, list) else [errors]
+    return {"object": "list", "data": items} if items else None
+
+
+def batch_object(record: Any) -> dict[str, Any]:
+    """OpenAI's Batch object."""
+    data = plain(record)
+    wire = {key: data.get(key) for key in _BATCH_FIELDS}
+    wire["object"] = "batch"
+    wire["errors"] = _errors_wire(wire["errors"])
+    if wire["request_counts"] is None:
+        wire["request_counts"] = {"total": int(data.get("total") or 0),
+                                  "completed": int(data.get("completed") or 0),
+                                  "failed": int(data.get("failed") or 0)}
+    return wire
+
+
+def list_object(items: Iterable[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
+    """OpenAI's cursor page: object, data, first_id, last_id, has_more."""
+    data = list(items)
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": bool(has_more)}
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    """A JSON response serialized with orjson (the hot paths avoid a second validation)."""
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
