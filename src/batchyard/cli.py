@@ -7,7 +7,14 @@ Each command is a thin wrapper: it builds Settings and calls into the service la
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
 import typer
+
+if TYPE_CHECKING:
+    from batchyard.config import Settings
+    from batchyard.services.container import Services
 
 app = typer.Typer(
     name="batchyard",
@@ -65,6 +72,157 @@ def emulator(
         slow_delay=slow_delay, request_failure_rate=failure_rate,
         request_failure_status=failure_status,
     )
+
+
+def _api_settings(config: Path | None = None, host: str | None = None,
+                  port: int | None = None) -> Settings:
+    """Settings from env, with the command line's overrides."""
+    from batchyard.config import Settings
+
+    settings = Settings()
+    api = settings.api.model_copy(update={k: v for k, v in (("host", host), ("port", port))
+                                          if v is not None})
+    update: dict[str, object] = {"api": api}
+    if config is not None:
+        update["config_file"] = config
+    return settings.model_copy(update=update)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default 4000)."),
+    config: Path | None = typer.Option(None, help="LiteLLM-shaped config.yaml (model_list)."),
+    migrate: bool = typer.Option(True, help="Bring the database schema up to date first."),
+    workers: int = typer.Option(1, help="uvicorn worker processes."),
+) -> None:
+    """Run the OpenAI-compatible Files + Batches API (uvicorn)."""
+    import os
+
+    import uvicorn
+
+    from batchyard.api.app import check_bind_safety, create_app
+    from batchyard.db.migrate import upgrade
+    from batchyard.deployments import load_deployments
+    from batchyard.errors import ConfigError
+
+    settings = _api_settings(config, host, port)
+    try:
+        check_bind_safety(settings)
+        load_deployments(settings)  # a bad config.yaml stops start-up with a clear message
+    except ConfigError as exc:
+        _fail(exc.message)
+    if migrate:
+        upgrade(settings.effective_database_url)
+    if workers > 1:
+        # Worker processes rebuild Settings from env; hand the overrides over that way.
+        os.environ["BATCHYARD_API__HOST"] = settings.api.host
+        os.environ["BATCHYARD_API__PORT"] = str(settings.api.port)
+        if settings.config_file is not None:
+            os.environ["BATCHYARD_CONFIG_FILE"] = str(settings.config_file)
+        uvicorn.run("batchyard.api.app:app_from_env", factory=True, host=settings.api.host,
+                    port=settings.api.port, workers=workers, log_level="warning")
+        return
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
+                log_level="warning")
+
+
+keys_app = typer.Typer(help="Manage virtual API keys (stored hashed; shown once).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_services() -> Services:
+    from batchyard.services.container import build_services
+
+    return build_services(_api_settings(), nudge=lambda _task, _id: None)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="A label for the key."),
+    max_file_bytes: int | None = typer.Option(None, help="Largest upload for this key."),
+    max_batches_in_flight: int | None = typer.Option(None, help="Unfinished batches allowed."),
+    can_schedule: bool = typer.Option(False, help="May create schedules."),
+) -> None:
+    """Create a virtual key and print it (the only time it is shown)."""
+    from batchyard.services import keys
+
+    svc = _key_services()
+    try:
+        record, plaintext = keys.create_key(svc, name=name, max_file_bytes=max_file_bytes,
+                                            max_batches_in_flight=max_batches_in_flight,
+                                            can_schedule=can_schedule)
+    finally:
+        svc.close()
+    typer.echo(f"id:  {record.id}\nkey: {plaintext}\n(store it now: it is not shown again)")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List virtual keys (never their secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchyard.services import keys
+
+    svc = _key_services()
+    try:
+        records = keys.list_keys(svc)
+    finally:
+        svc.close()
+    table = Table("id", "name", "prefix", "created_at", "revoked_at", "max_file_bytes",
+                  "max_batches_in_flight", "can_schedule")
+    for k in records:
+        table.add_row(k.id, k.name, k.key_prefix + "…", str(k.created_at),
+                      str(k.revoked_at or "-"), str(k.max_file_bytes or "-"),
+                      str(k.max_batches_in_flight or "-"), str(k.can_schedule))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...).")) -> None:
+    """Revoke a virtual key at once."""
+    from batchyard.errors import NotFoundError
+    from batchyard.services import keys
+
+    svc = _key_services()
+    try:
+        record = keys.revoke_key(svc, key_id)
+    except NotFoundError as exc:
+        _fail(exc.message)
+    finally:
+        svc.close()
+    typer.echo(f"revoked {record.id} ({record.name})")
+
+
+@app.command()
+def health(config: Path | None = typer.Option(None, help="LiteLLM-shaped config.yaml.")) -> None:
+    """Check every mode: batch deployment by listing its batches (limit 1)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from batchyard.deployments import load_deployments
+    from batchyard.errors import ConfigError
+    from batchyard.services import health as health_service
+
+    settings = _api_settings(config)
+    try:
+        registry = load_deployments(settings)
+    except ConfigError as exc:
+        _fail(exc.message)
+    results = health_service.check_deployments(registry)
+    table = Table("id", "model_name", "provider", "healthy", "error")
+    for r in results:
+        table.add_row(r.id, r.model_name, r.provider, "yes" if r.healthy else "NO", r.error or "")
+    Console().print(table)
+    if not all(r.healthy for r in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def build_health_router() -> APIRouter:
 
     @router.get("/deployments")
     def deployments(request: Request, who: Principal = Depends(master)) -> Response:
-        results = health.check_deployments(services_of(request))
+        results = health.check_deployments(services_of(request).deployments)
         return json_response({
             "object": "list", "data": [r.to_dict() for r in results],
             "healthy_count": sum(r.healthy for r in results),

@@ -85,3 +85,8 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
     app.include_router(admin.build_admin_router())
     app.include_router(admin.build_health_router())
     return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for multi-process serving: Settings from the environment."""
+    return create_app(Settings())

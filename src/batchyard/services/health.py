@@ -33,7 +33,6 @@ class HealthServices(Protocol):
 
     settings: Settings
     engine: Engine
-    deployments: DeploymentRegistry
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,11 @@ def check_deployment(dep: Deployment, http: HttpSettings = CHECK_HTTP) -> Deploy
     return DeploymentHealth(dep.id, dep.model_name, dep.provider, True)
 
 
-def check_deployments(svc: HealthServices, *,
+def check_deployments(registry: DeploymentRegistry, *,
                       check: Callable[[Deployment], DeploymentHealth] = check_deployment,
                       ) -> list[DeploymentHealth]:
     """Check every ``mode: batch`` deployment in parallel, in registry order."""
-    targets = svc.deployments.batch_deployments()
+    targets = registry.batch_deployments()
     if not targets:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
