@@ -109,11 +109,13 @@ def _store_upload(svc: Any, who: Principal, pull: BodyPuller, boundary: bytes,
     """Runs in a worker thread: parse the form as it arrives and stream the file part."""
     form = StreamingForm(pull, boundary, max_file_bytes=limit)
     try:
-        stream = _file_part(form)
-        purpose = _purpose(form.fields.get("purpose"))
-        if purpose == "batch" and not (form.filename or "").lower().endswith(".jsonl"):
-            raise InvalidInputError("Invalid file format for Batch API. Must be .jsonl")
-        with stream if hasattr(stream, "close") else contextlib.nullcontext():
+        with contextlib.ExitStack() as cleanup:
+            stream = _file_part(form)
+            if hasattr(stream, "close"):
+                cleanup.callback(stream.close)
+            purpose = _purpose(form.fields.get("purpose"))
+            if purpose == "batch" and not (form.filename or "").lower().endswith(".jsonl"):
+                raise InvalidInputError("Invalid file format for Batch API. Must be .jsonl")
             record = file_service.create_file(
                 svc, owner=who.owner, filename=form.filename or "upload.jsonl",
                 purpose=purpose, stream=cast(BinaryIO, stream), max_bytes=limit,
