@@ -16,12 +16,11 @@ here, so ``batchyard.domain.jsonl`` is the one import for everything JSONL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
-from batchyard.domain.lines import iter_lines, raise_line_too_long
+from batchyard.domain.lines import iter_lines, iter_raw_lines
 from batchyard.domain.outputs import (
     OutputLine,
     iter_output_lines,
@@ -50,13 +49,17 @@ _BOM = b"\xef\xbb\xbf"
 MODEL_OPTIONAL_ENDPOINTS = frozenset({"/v1/moderations"})
 
 
-@dataclass(frozen=True, slots=True)
-class RequestLine:
-    """One validated request of an input file.
+class RequestLine(NamedTuple):
+    """One validated request of an input file (immutable).
 
     ``raw`` is the line exactly as uploaded (no newline, no ``\\r``); ``n_bytes`` is its
     length. ``est_tokens`` is a cheap estimate of the *input* tokens (text length / 4 plus a
     little per message), which is what providers count against the enqueued-token quota.
+
+    A NamedTuple rather than a frozen dataclass on purpose: it is built once per input line
+    and a frozen dataclass's ``__init__`` alone cost as much as parsing the line; tuples of
+    plain values are also dropped from the garbage collector's tracking, which matters when
+    a part holds 50,000 of them. Use ``line._replace(raw=...)`` to derive a changed copy.
     """
 
     line_no: int
@@ -83,7 +86,7 @@ def _invalid(line_no: int, message: str, code: str = "invalid_request") -> Jsonl
     return JsonlError(message, line=line_no, code=code)
 
 
-def _estimate_tokens(body: dict[str, Any], n_bytes: int) -> int:
+def estimate_tokens(body: dict[str, Any], n_bytes: int) -> int:
     """Roughly 4 characters per token over the text the model reads; cheap by design."""
     chars = 0
     messages = body.get("messages")
@@ -122,7 +125,7 @@ def _parts_chars(parts: list[Any]) -> int:
 class _Checker:
     """The cross-line rules: unique ids, one url, one model, a request limit."""
 
-    __slots__ = ("count", "endpoint", "max_requests", "model", "model_line", "seen", "url",
+    __slots__ = ("endpoint", "max_requests", "model", "model_line", "seen", "url",
                  "url_norm")
 
     def __init__(self, endpoint: str | None, max_requests: int | None) -> None:
@@ -133,7 +136,6 @@ class _Checker:
         self.url_norm: str | None = None
         self.model: str | None = None
         self.model_line = 0
-        self.count = 0
 
     def check_url(self, line_no: int, url: str) -> None:
         if url == self.url:
@@ -157,22 +159,18 @@ class _Checker:
                            "model_mismatch")
 
     def check_custom_id(self, line_no: int, custom_id: str) -> None:
-        first = self.seen.setdefault(custom_id, line_no)
+        """Called once ``custom_id`` is in ``seen``: was it there before, or one too many?"""
+        first = self.seen[custom_id]
         if first != line_no:
             raise _invalid(line_no, f'custom_id "{custom_id}" is used again (first on line '
                                     f'{first})', "duplicate_custom_id")
-        self.count += 1
-        if self.max_requests is not None and self.count > self.max_requests:
+        if self.max_requests is not None and len(self.seen) > self.max_requests:
             raise JsonlError(f"the file has more than {self.max_requests:,} requests",
                              code="too_many_tasks")
 
 
-def _parse_request(line_no: int, line: bytes, checker: _Checker) -> RequestLine:
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise _invalid(line_no, "this line is not parseable as valid JSON",
-                       "invalid_json_line") from None
+def _check_fields(line_no: int, obj: Any) -> None:
+    """Raise the precise error for a line that failed the fast-path shape test."""
     if type(obj) is not dict:
         raise _invalid(line_no, "a line must be a JSON object")
     custom_id = obj.get("custom_id")
@@ -184,11 +182,11 @@ def _parse_request(line_no: int, line: bytes, checker: _Checker) -> RequestLine:
     url = obj.get("url")
     if type(url) is not str or not url:
         raise _invalid(line_no, "url is missing")
-    body = obj.get("body")
-    if type(body) is not dict:
+    if type(obj.get("body")) is not dict:
         raise _invalid(line_no, "body must be a JSON object")
-    checker.check_url(line_no, url)
-    model = body.get("model")
+
+
+def _check_model(line_no: int, model: Any, checker: _Checker) -> None:
     if model is None:
         if checker.url_norm not in MODEL_OPTIONAL_ENDPOINTS:
             raise _invalid(line_no, "body.model is missing")
@@ -196,10 +194,13 @@ def _parse_request(line_no: int, line: bytes, checker: _Checker) -> RequestLine:
         raise _invalid(line_no, "body.model must be a non-empty string")
     else:
         checker.check_model(line_no, model)
-    checker.check_custom_id(line_no, custom_id)
-    n_bytes = len(line)
-    return RequestLine(line_no, custom_id, method, url, model, line,
-                       _estimate_tokens(body, n_bytes), n_bytes)
+
+
+def _raise_bad_json(line_no: int, line: bytes) -> NoReturn:
+    if line_no == 1 and line.startswith(_BOM):
+        raise _invalid(1, "the file starts with a UTF-8 byte order mark (BOM); save it "
+                          "as UTF-8 without BOM", "invalid_json_line")
+    raise _invalid(line_no, "this line is not parseable as valid JSON", "invalid_json_line")
 
 
 def iter_request_lines(chunks: Iterable[bytes], *, endpoint: str | None = None,
@@ -212,16 +213,49 @@ def iter_request_lines(chunks: Iterable[bytes], *, endpoint: str | None = None,
     file holds no request. Blank lines are skipped but counted. A UTF-8 BOM is rejected.
     """
     checker = _Checker(endpoint, max_requests)
-    for line_no, line in iter_lines(chunks, max_line_bytes=max_line_bytes):
-        if max_line_bytes is not None and len(line) > max_line_bytes:
-            raise_line_too_long(line_no, len(line), max_line_bytes)
-        if line_no == 1 and line.startswith(_BOM):
-            raise _invalid(1, "the file starts with a UTF-8 byte order mark (BOM); save it "
-                              "as UTF-8 without BOM", "invalid_json_line")
-        if not line or line.isspace():
+    seen = checker.seen
+    limit = max_requests if max_requests is not None else -1
+    loads = orjson.loads
+    new_tuple = tuple.__new__
+    # The hot loop: one orjson.loads and a few identity/type tests per line. Anything
+    # unusual (first line, a new url/model, any error) drops to the slower precise checks.
+    line_no = 0
+    for raw in iter_raw_lines(chunks, max_line_bytes=max_line_bytes):
+        line_no += 1
+        line = raw.rstrip(b"\r\n")
+        if not line:
             continue
-        yield _parse_request(line_no, line, checker)
-    if checker.count == 0:
+        try:
+            obj = loads(line)
+        except orjson.JSONDecodeError:
+            if line.isspace():
+                continue
+            _raise_bad_json(line_no, line)
+        if type(obj) is not dict:
+            _check_fields(line_no, obj)
+        custom_id = obj.get("custom_id")
+        body = obj.get("body")
+        if type(custom_id) is not str or not custom_id or type(body) is not dict \
+                or obj.get("method") != "POST":
+            _check_fields(line_no, obj)
+        url = obj.get("url")
+        if url == checker.url:
+            url = checker.url  # share one str object across all lines of a part
+        else:
+            _check_fields(line_no, obj)
+            checker.check_url(line_no, url)
+        model = body.get("model")
+        if model == checker.model and model is not None:
+            model = checker.model
+        else:
+            _check_model(line_no, model, checker)
+        if seen.setdefault(custom_id, line_no) != line_no or len(seen) == limit + 1:
+            checker.check_custom_id(line_no, custom_id)
+        n_bytes = len(line)
+        # tuple.__new__ directly: NamedTuple's own __new__ adds a Python call per line.
+        yield new_tuple(RequestLine, (line_no, custom_id, "POST", url, model, line,
+                                      estimate_tokens(body, n_bytes), n_bytes))
+    if not seen:
         raise JsonlError("the file contains no requests", code="empty_file")
 
 
@@ -238,11 +272,12 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
     size = 0
     for line in lines:
         n = line.n_bytes + 1
-        if n > max_bytes:
-            raise JsonlError(f"the request is {n:,} bytes, more than a part may hold "
-                             f"({max_bytes:,})", line=line.line_no, code="invalid_request")
-        if part and (len(part) >= max_requests or size + n > max_bytes):
-            yield part
+        if size + n > max_bytes or len(part) == max_requests:
+            if n > max_bytes:
+                raise JsonlError(f"the request is {n:,} bytes, more than a part may hold "
+                                 f"({max_bytes:,})", line=line.line_no, code="invalid_request")
+            if part:
+                yield part
             part, size = [], 0
         part.append(line)
         size += n
