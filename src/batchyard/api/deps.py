@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from batchyard.services import keys
 from batchyard.services.keys import Principal
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def services_of(request: Request) -> Any:
