@@ -138,6 +138,8 @@ async def test_cancel_mid_run_keeps_partial_output_and_lists_the_rest(
     api = await make_api(surface, request_latency=0.02, cancel_grace=0.2)
     batch = await api.submit(chat_file(200))
     running = await api.wait(batch["id"], {"in_progress"})
+    while running["request_counts"]["completed"] < 3:
+        running = (await api.call("GET", f"/batches/{batch['id']}")).json()
     assert running["status"] == "in_progress"
     cancelling = (await api.call("POST", f"/batches/{batch['id']}/cancel")).json()
     assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"] is not None
