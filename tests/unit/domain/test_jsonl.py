@@ -71,16 +71,18 @@ def test_request_line_carries_method_url_model_and_a_token_estimate() -> None:
     assert short.est_tokens < long.est_tokens
 
 
-def test_token_estimate_reads_content_parts_and_responses_input() -> None:
-    parts = req("p")
-    parts["body"]["messages"] = [  # type: ignore[index]
-        {"role": "user", "content": [{"type": "text", "text": "y" * 4000}]}]
+def test_token_estimate_of_big_lines_reads_text_and_counts_images_flat() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 400_000}}
+    with_image = req("p")
+    with_image["body"]["messages"] = [  # type: ignore[index]
+        {"role": "user", "content": [{"type": "text", "text": "y" * 40_000}, image]}]
     responses = {"custom_id": "r", "method": "POST", "url": "/v1/responses",
-                 "body": {"model": "m", "input": "z" * 4000}}
-    (p,) = validate(jsonl(parts))
+                 "body": {"model": "m", "input": "z" * 40_000}}
+    (p,) = validate(jsonl(with_image))
     (r,) = validate(jsonl(responses))
-    assert 1000 <= p.est_tokens < 1100
-    assert 1000 <= r.est_tokens < 1100
+    assert 10_000 < p.est_tokens < 12_000  # 10k of text + a flat 1k for the image
+    assert 10_000 <= r.est_tokens < 10_100
+    assert p.n_bytes > 400_000
 
 
 def test_bom_is_rejected_with_a_clear_message() -> None:
