@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from batchyard.api import admin, batches, files
+from batchyard.api import admin, batches, files, schedules
 from batchyard.api.errors import install_error_handlers
 from batchyard.api.middleware import RequestIdMiddleware
 from batchyard.config import Settings
@@ -82,6 +82,7 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
                            include_in_schema=documented)
         app.include_router(batches.build_router(provider), prefix=prefix,
                            include_in_schema=documented)
+    app.include_router(schedules.build_router())
     app.include_router(admin.build_admin_router())
     app.include_router(admin.build_health_router())
     return app
