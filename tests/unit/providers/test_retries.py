@@ -17,7 +17,7 @@ from batchyard.errors import (
     ProviderTransientError,
 )
 from batchyard.providers import ProviderConfig
-from batchyard.providers.http import RetryClock, retry_after
+from batchyard.providers.failures import RetryClock, retry_after
 
 from .conftest import FAST, Handler, Sleeps, async_provider, batch_body, sync_provider
 
