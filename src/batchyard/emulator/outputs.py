@@ -210,7 +210,7 @@ def response_object(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
         "metadata": body.get("metadata") or {},
         "usage": {
             "input_tokens": tokens_in,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": tokens_out,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": tokens_in + tokens_out,

@@ -220,7 +220,7 @@ class Emulator:
         self.store.add_batch(batch)
         answer = snapshot(batch)
         runner = BatchRunner(self, batch, source)
-        self._runners.append(runner)
+        self._runners = [r for r in self._runners if r.is_alive()] + [runner]
         runner.start()
         return answer
 

@@ -88,3 +88,18 @@ def test_token_estimate_grows_with_the_prompt() -> None:
         {"model": "m", "messages": [{"role": "user", "content": "word " * 400}]})
     assert 0 < short < long
     assert long >= 500
+
+
+def test_bodies_parse_into_the_official_sdk_types() -> None:
+    from openai.types import Completion, CreateEmbeddingResponse
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+
+    chat, _, _ = outputs.chat_completion(CHAT, azure=True)
+    assert ChatCompletion.model_validate(chat).choices[0].finish_reason == "stop"
+    response, _, _ = outputs.response_object({"model": "gpt-4o", "input": "Hi"})
+    assert "Hi" in Response.model_validate(response).output_text
+    embedding, _, _ = outputs.embedding_list({"model": "m", "input": "x"}, dims=3)
+    assert len(CreateEmbeddingResponse.model_validate(embedding).data[0].embedding) == 3
+    completion, _, _ = outputs.text_completion({"model": "m", "prompt": "Once"})
+    assert "Once" in Completion.model_validate(completion).choices[0].text
