@@ -4,6 +4,10 @@ An adapter describes each operation once as a :class:`Call` (what to send) plus 
 (what the answer means). :class:`SyncExecutor` and :class:`AsyncExecutor` only differ in how
 they wait: both ask the same :class:`~batchyard.providers.failures.RetryClock` whether and
 how long to wait, and map failures with the same functions.
+
+Like the official SDKs, a POST that lost its connection is sent again, so a retried batch
+create may exist twice at the provider; callers that must not double-spend put an id in the
+batch metadata and look for it before creating again (see ARCHITECTURE.md, crash safety).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from batchyard.providers.failures import RetryClock, connection_error, request_i
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
