@@ -27,6 +27,7 @@ from batchyard.providers.openai import OpenAIOperations
 
 __all__ = [
     "AsyncProvider",
+    "AsyncProviderClient",
     "Provider",
     "ProviderBatch",
     "ProviderBatchError",
@@ -34,6 +35,7 @@ __all__ = [
     "ProviderFile",
     "ProviderPage",
     "ProviderRequestCounts",
+    "SyncProviderClient",
     "build_async_provider",
     "build_operations",
     "build_provider",
