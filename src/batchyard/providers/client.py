@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self
 
-from batchyard.providers.base import ProviderBatch, ProviderFile, ProviderPage, UploadSource
+from batchyard.providers.base import (
+    AsyncProvider,
+    Provider,
+    ProviderBatch,
+    ProviderFile,
+    ProviderPage,
+    UploadSource,
+)
 from batchyard.providers.http import AsyncExecutor, SyncExecutor
 from batchyard.providers.openai import OpenAIOperations
 from batchyard.providers.wire import next_cursor
@@ -180,3 +187,9 @@ class AsyncProviderClient:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+if TYPE_CHECKING:  # mypy proves the clients implement the protocols (no runtime cost)
+    def _implements(sync: SyncProviderClient,
+                    async_: AsyncProviderClient) -> tuple[Provider, AsyncProvider]:
+        return sync, async_
