@@ -167,7 +167,7 @@ def keys_create(
 def keys_list() -> None:
     """List virtual keys (never their secrets)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from batchyard.services import keys
 
@@ -176,8 +176,8 @@ def keys_list() -> None:
         records = keys.list_keys(svc)
     finally:
         svc.close()
-    table = Table("id", "name", "prefix", "created_at", "revoked_at", "max_file_bytes",
-                  "max_batches_in_flight", "can_schedule")
+    table = Table(Column("id", no_wrap=True), "name", "prefix", "created_at", "revoked_at",
+                  "max_file_bytes", "max_batches_in_flight", "can_schedule")
     for k in records:
         table.add_row(k.id, k.name, k.key_prefix + "…", str(k.created_at),
                       str(k.revoked_at or "-"), str(k.max_file_bytes or "-"),
@@ -205,7 +205,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...)."
 def health(config: Path | None = typer.Option(None, help="LiteLLM-shaped config.yaml.")) -> None:
     """Check every mode: batch deployment by listing its batches (limit 1)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from batchyard.deployments import load_deployments
     from batchyard.errors import ConfigError
@@ -217,7 +217,7 @@ def health(config: Path | None = typer.Option(None, help="LiteLLM-shaped config.
     except ConfigError as exc:
         _fail(exc.message)
     results = health_service.check_deployments(registry)
-    table = Table("id", "model_name", "provider", "healthy", "error")
+    table = Table(Column("id", no_wrap=True), "model_name", "provider", "healthy", "error")
     for r in results:
         table.add_row(r.id, r.model_name, r.provider, "yes" if r.healthy else "NO", r.error or "")
     Console().print(table)
