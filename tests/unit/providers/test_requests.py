@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from batchyard.errors import ConfigError
+from batchyard.errors import ConfigError, ProviderTransientError
 from batchyard.providers import ProviderConfig, build_operations
 
-from .conftest import Sleeps, sync_provider
+from .conftest import Sleeps, async_provider, sync_provider
 
 AZURE_BASE = "https://res.openai.azure.com"
 
@@ -201,3 +202,56 @@ def test_download_retry_rewinds_the_destination(sleeps: Sleeps) -> None:
     written = sync_provider(httpx.MockTransport(handler), sleeps).download_file("file-o", dest)
     assert written == 12 and dest.getvalue() == b"keep:line1\nline2\n"
     assert len(calls) == 2
+
+
+class AsyncDropsMidway(httpx.AsyncByteStream):
+    """The async twin of :class:`DropsMidway`."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"partial-"
+        raise httpx.ReadError("connection reset")
+
+
+class PipeLike(io.RawIOBase):
+    """A write-only, non-seekable destination (like a pipe)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: Any) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+@pytest.mark.anyio
+async def test_async_download_retry_rewinds_the_destination(sleeps: Sleeps) -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(200, stream=AsyncDropsMidway())
+        return httpx.Response(200, content=b"whole\n")
+
+    dest = io.BytesIO()
+    async with async_provider(handler, sleeps) as provider:
+        assert await provider.download_file("file-o", dest) == 6
+    assert dest.getvalue() == b"whole\n" and len(calls) == 2
+
+
+def test_download_into_a_pipe_is_not_retried_after_bytes_went_out(sleeps: Sleeps) -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(200, stream=DropsMidway())
+
+    sink = PipeLike()
+    with pytest.raises(ProviderTransientError) as caught:
+        sync_provider(httpx.MockTransport(handler), sleeps).download_file(
+            "file-o", sink)  # type: ignore[arg-type]
+    assert len(calls) == 1 and bytes(sink.data) == b"partial-"
+    assert isinstance(caught.value.__cause__, httpx.ReadError)
