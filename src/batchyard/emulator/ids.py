@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
 import uuid
@@ -38,12 +39,12 @@ def request_id(flavor: str) -> str:
     """The x-request-id of an HTTP call or of one batched request."""
     if flavor == "azure":
         return str(uuid.uuid4())
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
 
 
 def batch_request_id() -> str:
     """The ``id`` of an OpenAI output line (Azure lines have none)."""
-    return "batch_req_" + uuid.uuid4().hex
+    return "batch_req_" + os.urandom(16).hex()
 
 
 def prefixed_hex(prefix: str, length: int = 24) -> str:

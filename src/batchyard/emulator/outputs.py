@@ -57,16 +57,18 @@ def estimate_input_tokens(endpoint: str, body: dict[str, Any]) -> int:
     return overhead + sum(count_tokens(t) for t in texts)
 
 
+_KINDS = {
+    "/chat/completions": "chat",
+    "/embeddings": "embeddings",
+    "/responses": "responses",
+    "/completions": "completions",
+    "/moderations": "moderations",
+}
+
+
 def endpoint_kind(endpoint: str) -> str:
     """``chat``, ``embeddings``, ``responses``, ``completions``, ``moderations`` or other."""
-    path = endpoint.removeprefix("/v1")
-    return {
-        "/chat/completions": "chat",
-        "/embeddings": "embeddings",
-        "/responses": "responses",
-        "/completions": "completions",
-        "/moderations": "moderations",
-    }.get(path, "other")
+    return _KINDS.get(endpoint.removeprefix("/v1"), "other")
 
 
 _REQUIRED = {
