@@ -55,4 +55,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Readers (marked with READONLY) begin deferred: in WAL mode they never block a writer.
+    readonly = conn.get_execution_options().get("batchyard_readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+#: Execution options for read-only work (streaming file bytes, rendering results).
+READONLY = {"batchyard_readonly": True}
+
+
+def readonly_engine(engine: Engine) -> Engine:
+    """The same engine (shared pool) whose transactions only read."""
+    return engine.execution_options(**READONLY)

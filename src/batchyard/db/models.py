@@ -164,6 +164,8 @@ class PartRow(Base):
     next_poll_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     poll_interval: Mapped[float | None] = mapped_column(Float, nullable=True)
     side_effect_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Requests the provider reported done at the last poll (progress resets the backoff).
+    provider_done: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

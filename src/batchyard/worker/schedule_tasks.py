@@ -59,4 +59,4 @@ def _task(app: Celery, svc: Callable[[], Any], name: str, func: Callable[[Any], 
         return func(svc())
 
     # Ticks are fire-and-forget (acks_late off): losing one loses nothing.
-    app.task(name=name, bind=True, acks_late=False)(run)
+    app.task(name=name, bind=True, acks_late=False, shared=False)(run)

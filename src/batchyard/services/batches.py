@@ -1,0 +1,107 @@
+"""Batches: create (record + nudge, no provider call), read, list, cancel.
+
+Creating a batch only writes its row (status ``validating``) and nudges ``prepare``; every
+slow step happens in the workers. The row is the truth even if the nudge is lost: the sweep
+finds batches that stayed ``accepted`` and nudges them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from batchyard.db.convert import BatchRecord, Page, batch_record
+from batchyard.db.models import BatchRow, EventRow, FileRow
+from batchyard.db.transitions import transition_batch
+from batchyard.errors import InvalidInputError, NotFoundError, StateConflictError
+from batchyard.services.container import Services
+from batchyard.services.ids import new_batch_id
+from batchyard.services.state import STAGE_ACCEPTED
+
+logger = logging.getLogger(__name__)
+
+#: OpenAI batches expire 24 h after creation (the only completion window).
+EXPIRY_SECONDS = 86_400
+_CANCELLABLE = ("validating", "in_progress", "finalizing")
+
+
+def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoint: str,
+                 completion_window: str = "24h", metadata: dict[str, Any] | None = None,
+                 model: str | None = None, provider: str | None = None) -> BatchRecord:
+    """Record a new batch over an uploaded input file and nudge the workers."""
+    now = time.time()
+    with svc.sessions.begin() as session:
+        _check_input(session, input_file_id, owner)
+        row = BatchRow(id=new_batch_id(), owner_key_id=owner, endpoint=endpoint,
+                       input_file_id=input_file_id, completion_window=completion_window,
+                       model=model, provider=provider, status="validating",
+                       metadata_=metadata, created_at=int(now),
+                       expires_at=int(now) + EXPIRY_SECONDS, total=0, completed=0, failed=0,
+                       input_tokens=0, output_tokens=0, cached_tokens=0, reasoning_tokens=0,
+                       stage=STAGE_ACCEPTED, cancel_requested=False, updated_at=now,
+                       due_at=now)
+        session.add(row)
+        session.add(EventRow(batch_id=row.id, entity="batch", from_status=None,
+                             to_status="validating", at=now, reason="created"))
+    svc.nudge("prepare", row.id)
+    logger.info("batch.created", extra={"batch_id": row.id, "input_file_id": input_file_id})
+    return batch_record(row)
+
+
+def _check_input(session: Any, file_id: str, owner: str | None) -> None:
+    row = session.get(FileRow, file_id)
+    if row is None or row.deleted or (owner is not None and row.owner_key_id != owner):
+        raise NotFoundError(f"No such File object: {file_id}", param="input_file_id")
+    if row.kind != "input" or row.purpose != "batch":
+        raise InvalidInputError(f"File {file_id} was not uploaded with purpose 'batch'",
+                                param="input_file_id", code="invalid_file")
+
+
+def _visible(svc: Services, batch_id: str, owner: str | None) -> BatchRow:
+    with svc.sessions() as session:
+        row = session.get(BatchRow, batch_id)
+    if row is None or (owner is not None and row.owner_key_id != owner):
+        raise NotFoundError(f"No such Batch object: {batch_id}", param="batch_id")
+    return row
+
+
+def get_batch(svc: Services, batch_id: str, *, owner: str | None) -> BatchRecord:
+    """One batch visible to ``owner``."""
+    return batch_record(_visible(svc, batch_id, owner))
+
+
+def list_batches(svc: Services, *, owner: str | None, limit: int = 20,
+                 after: str | None = None) -> Page[BatchRecord]:
+    """Batches visible to ``owner``, newest first; ``after`` is a batch id cursor."""
+    stmt = select(BatchRow)
+    if owner is not None:
+        stmt = stmt.where(BatchRow.owner_key_id == owner)
+    with svc.sessions() as session:
+        cursor = session.get(BatchRow, after) if after else None
+        if cursor is not None:
+            stmt = stmt.where((BatchRow.created_at < cursor.created_at) | (
+                (BatchRow.created_at == cursor.created_at) & (BatchRow.id < cursor.id)))
+        rows = list(session.scalars(stmt.order_by(BatchRow.created_at.desc(),
+                                                  BatchRow.id.desc()).limit(limit + 1)))
+    items = [batch_record(r) for r in rows[:limit]]
+    return Page(data=items, first_id=items[0].id if items else None,
+                last_id=items[-1].id if items else None, has_more=len(rows) > limit)
+
+
+def cancel_batch(svc: Services, batch_id: str, *, owner: str | None) -> BatchRecord:
+    """Ask for a batch to be cancelled (status ``cancelling``); the workers do the rest."""
+    row = _visible(svc, batch_id, owner)
+    if row.status in ("cancelling", "cancelled"):
+        return batch_record(row)
+    now = time.time()
+    with svc.sessions.begin() as session:
+        moved = transition_batch(session, batch_id, _CANCELLABLE, "cancelling",
+                                 reason="cancel requested", cancel_requested=True,
+                                 cancelling_at=int(now), due_at=now)
+    if not moved:
+        raise StateConflictError(f"Cannot cancel a batch with status '{row.status}'.")
+    svc.nudge("cancel", batch_id)
+    return get_batch(svc, batch_id, owner=owner)

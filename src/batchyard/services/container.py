@@ -1,0 +1,96 @@
+"""The one composition function: Settings in, the shared service layer out.
+
+The API lifespan, the Celery worker start-up and the CLI all call :func:`build_services`, so
+the three front ends share one engine, one file store, one deployment registry and one way
+of nudging the workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from batchyard.config import Settings
+from batchyard.db.chunks import DatabaseChunkStore
+from batchyard.db.engine import make_engine, make_sessions
+from batchyard.deployments import DeploymentRegistry, load_deployments
+from batchyard.domain.routing import Deployment
+from batchyard.providers import ProviderConfig, build_provider
+from batchyard.providers.client import SyncProviderClient
+from batchyard.services.nudge import celery_nudger
+
+#: ``nudge(task_name, object_id)``: ask the workers to look at an object soon. Only a hint;
+#: the database says what is to be done, and the sweep re-sends lost nudges.
+Nudge = Callable[[str, str], None]
+
+
+class ProviderPool:
+    """One provider client per deployment, created on first use and shared by threads."""
+
+    def __init__(self, settings: Settings, deployments: DeploymentRegistry) -> None:
+        self._settings = settings
+        self._deployments = deployments
+        self._clients: dict[str, SyncProviderClient] = {}
+        self._lock = threading.Lock()
+
+    def for_deployment(self, deployment_id: str) -> SyncProviderClient:
+        """The client of the deployment with this id."""
+        with self._lock:
+            client = self._clients.get(deployment_id)
+            if client is None:
+                dep = self._deployments.get(deployment_id)
+                client = build_provider(provider_config(dep), self._settings.http)
+                self._clients[deployment_id] = client
+            return client
+
+    def close(self) -> None:
+        """Close every client."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def provider_config(dep: Deployment) -> ProviderConfig:
+    """The adapter configuration of one deployment."""
+    return ProviderConfig(kind=dep.provider, api_key=dep.api_key, api_base=dep.api_base,
+                          api_version=dep.api_version)
+
+
+@dataclass
+class Services:
+    """Everything a use-case needs; built once per process by :func:`build_services`."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: DatabaseChunkStore
+    deployments: DeploymentRegistry
+    nudge: Nudge
+    providers: ProviderPool = field(repr=False)
+
+    def close(self) -> None:
+        """Release connections and HTTP clients."""
+        self.providers.close()
+        self.engine.dispose()
+
+
+def build_services(settings: Settings, *, nudge: Nudge | None = None,
+                   deployments: DeploymentRegistry | None = None) -> Services:
+    """Compose the service layer from ``settings`` (nudges go to Celery unless given)."""
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    sessions = make_sessions(engine)
+    registry = deployments if deployments is not None else load_deployments(settings)
+    return Services(
+        settings=settings, engine=engine, sessions=sessions,
+        store=DatabaseChunkStore(engine),
+        deployments=registry,
+        nudge=nudge if nudge is not None else celery_nudger(settings),
+        providers=ProviderPool(settings, registry),
+    )

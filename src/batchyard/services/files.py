@@ -1,0 +1,147 @@
+"""Files: uploads streamed into the file store, and our own output/error files.
+
+An upload is streamed into the store under a fresh key with a byte limit; the FileRow is
+written only after the bytes are complete, and a failed or oversized upload deletes what
+was stored, so nothing is ever half-written. Output and error files have no stored bytes:
+their content is rendered from the batch's result rows, in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from batchyard.db.convert import FileRecord, Page, file_record
+from batchyard.db.engine import readonly_engine
+from batchyard.db.models import FileRow
+from batchyard.errors import NotFoundError, PayloadTooLargeError
+from batchyard.services.container import Services
+from batchyard.services.ids import new_file_id
+from batchyard.services.render import iter_rendered
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class _Metered:
+    """Reads a stream in chunks, counting and hashing, and stops past ``max_bytes``."""
+
+    def __init__(self, stream: BinaryIO, max_bytes: int | None) -> None:
+        self.stream = stream
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.stream.read(_CHUNK):
+            self.size += len(chunk)
+            if self.max_bytes is not None and self.size > self.max_bytes:
+                raise PayloadTooLargeError(f"the file is larger than {self.max_bytes:,} bytes")
+            self.sha.update(chunk)
+            yield chunk
+
+
+def create_file(svc: Services, *, owner: str | None, filename: str, purpose: str,
+                stream: BinaryIO, max_bytes: int | None = None,
+                expires_after: int | None = None) -> FileRecord:
+    """Store an upload (streamed, size-limited) and record it; returns the file record."""
+    limit = max_bytes if max_bytes is not None else svc.settings.api.max_upload_bytes
+    key = f"input/{uuid.uuid4().hex}"
+    metered = _Metered(stream, limit)
+    try:
+        svc.store.write(key, iter(metered))
+    except BaseException:
+        svc.store.delete(key)
+        raise
+    now = int(time.time())
+    row = FileRow(id=new_file_id(), owner_key_id=owner, filename=filename, purpose=purpose,
+                  bytes=metered.size, created_at=now, status="processed", kind="input",
+                  expires_at=now + expires_after if expires_after else None,
+                  storage_key=key, sha256=metered.sha.hexdigest(), deleted=False)
+    try:
+        with svc.sessions.begin() as session:
+            session.add(row)
+    except BaseException:
+        svc.store.delete(key)
+        raise
+    logger.info("file.created", extra={"file_id": row.id, "bytes": row.bytes})
+    return file_record(row)
+
+
+def _visible(svc: Services, file_id: str, owner: str | None) -> FileRow:
+    with svc.sessions() as session:
+        row = session.get(FileRow, file_id)
+    if row is None or row.deleted or (owner is not None and row.owner_key_id != owner):
+        raise NotFoundError(f"No such File object: {file_id}", param="file_id")
+    return row
+
+
+def get_file(svc: Services, file_id: str, *, owner: str | None) -> FileRecord:
+    """One file visible to ``owner`` (None: the master key sees all)."""
+    return file_record(_visible(svc, file_id, owner))
+
+
+def list_files(svc: Services, *, owner: str | None, purpose: str | None = None,
+               limit: int = 10000, after: str | None = None,
+               order: str = "desc") -> Page[FileRecord]:
+    """Files visible to ``owner``, by creation time (``after`` is a file id cursor)."""
+    desc = order != "asc"
+    stmt = select(FileRow).where(FileRow.deleted.is_(False))
+    if owner is not None:
+        stmt = stmt.where(FileRow.owner_key_id == owner)
+    if purpose is not None:
+        stmt = stmt.where(FileRow.purpose == purpose)
+    with svc.sessions() as session:
+        if after is not None:
+            cursor = session.get(FileRow, after)
+            if cursor is not None:
+                key = (cursor.created_at, cursor.id)
+                stmt = stmt.where((FileRow.created_at < key[0]) | (
+                    (FileRow.created_at == key[0]) & (FileRow.id < key[1]))) if desc else \
+                    stmt.where((FileRow.created_at > key[0]) | (
+                        (FileRow.created_at == key[0]) & (FileRow.id > key[1])))
+        order_by = ((FileRow.created_at.desc(), FileRow.id.desc()) if desc
+                    else (FileRow.created_at.asc(), FileRow.id.asc()))
+        rows = list(session.scalars(stmt.order_by(*order_by).limit(limit + 1)))
+    return _page([file_record(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+
+def _page(items: list[FileRecord], *, has_more: bool) -> Page[FileRecord]:
+    return Page(data=items, first_id=items[0].id if items else None,
+                last_id=items[-1].id if items else None, has_more=has_more)
+
+
+def delete_file(svc: Services, file_id: str, *, owner: str | None) -> FileRecord:
+    """Delete a file: its row is marked deleted and its stored bytes removed."""
+    row = _visible(svc, file_id, owner)
+    with svc.sessions.begin() as session:
+        live = session.get(FileRow, file_id)
+        if live is not None:
+            live.deleted = True
+    if row.storage_key:
+        svc.store.delete(row.storage_key)
+    return file_record(row)
+
+
+def iter_file_content(svc: Services, file_id: str, *, owner: str | None) -> Iterator[bytes]:
+    """The file's bytes: stored bytes for inputs, rendered result rows for output/error."""
+    row = _visible(svc, file_id, owner)
+    if row.kind in ("output", "error") and row.batch_id:
+        yield from _rendered(svc, row.batch_id, ok=row.kind == "output")
+        return
+    if row.storage_key is None:
+        return
+    yield from svc.store.read(row.storage_key)
+
+
+def _rendered(svc: Services, batch_id: str, *, ok: bool) -> Iterator[bytes]:
+    with Session(readonly_engine(svc.engine)) as session:
+        yield from iter_rendered(session, batch_id, ok=ok)

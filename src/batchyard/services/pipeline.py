@@ -1,0 +1,36 @@
+"""The pipeline's task table: one entry per nudge name, shared by the Celery worker and tests.
+
+Every entry takes ``(services, object_id)``, re-reads the database and does nothing when the
+state has moved on, so running one twice (a redelivered or swept nudge) is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from batchyard.services.cancel import cancel_batch_work
+from batchyard.services.container import Services
+from batchyard.services.finalize import finalize_batch
+from batchyard.services.ingest import ingest_part
+from batchyard.services.prepare import prepare_batch
+from batchyard.services.submit import submit_part
+from batchyard.services.sweep import tick
+
+TASKS: dict[str, Callable[[Services, str], Any]] = {
+    "prepare": prepare_batch,
+    "submit": submit_part,
+    "ingest": ingest_part,
+    "finalize": finalize_batch,
+    "cancel": cancel_batch_work,
+}
+
+
+def run_task(svc: Services, name: str, object_id: str) -> Any:
+    """Run the pipeline step ``name`` for ``object_id``."""
+    return TASKS[name](svc, object_id)
+
+
+def run_tick(svc: Services) -> int:
+    """One beat tick (poll due parts, sweep lost nudges)."""
+    return tick(svc)

@@ -1,0 +1,142 @@
+"""poll: the beat-driven check of provider batches whose next-poll time has come.
+
+A tick claims due parts in one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so several workers' ticks never take the same part), pushes their ``next_poll_at`` forward,
+then asks the provider about all of them concurrently on a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import select, update
+
+from batchyard.db.engine import is_sqlite
+from batchyard.db.models import BatchRow, PartRow
+from batchyard.db.transitions import transition_part
+from batchyard.errors import ProviderNotFoundError, ProviderTransientError
+from batchyard.providers.base import ProviderBatch
+from batchyard.services.container import Services
+from batchyard.services.state import INGEST_STATUS, POLL_STATUSES
+
+logger = logging.getLogger(__name__)
+
+#: Provider statuses after which a provider batch never changes again.
+PROVIDER_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def next_poll_delay(previous: float | None, *, progressed: bool, minimum: float,
+                    maximum: float, backoff: float) -> float:
+    """Adaptive backoff: back to the minimum on progress, else grow by ``backoff``."""
+    if previous is None or progressed:
+        return minimum
+    return min(maximum, max(minimum, previous * backoff))
+
+
+def claim_due_parts(svc: Services, *, limit: int = 500) -> list[str]:
+    """Take the parts whose poll time has come and push their next poll out (a lease)."""
+    now = time.time()
+    stmt = (select(PartRow.id)
+            .where(PartRow.status.in_(POLL_STATUSES), PartRow.next_poll_at <= now)
+            .order_by(PartRow.next_poll_at).limit(limit))
+    if not is_sqlite(svc.engine):
+        stmt = stmt.with_for_update(skip_locked=True)
+    with svc.sessions.begin() as session:
+        ids = list(session.scalars(stmt))
+        if ids:
+            session.execute(update(PartRow).where(PartRow.id.in_(ids))
+                            .values(next_poll_at=now + svc.settings.pipeline.stale_seconds)
+                            .execution_options(synchronize_session=False))
+    return ids
+
+
+def poll_due_parts(svc: Services) -> int:
+    """One tick: poll every due part concurrently; returns how many were polled."""
+    ids = claim_due_parts(svc)
+    if not ids:
+        return 0
+    workers = max(1, min(svc.settings.pipeline.poll_concurrency, len(ids)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+        for part_id, error in zip(ids, pool.map(lambda pid: _safe_poll(svc, pid), ids),
+                                  strict=True):
+            if error:
+                logger.warning("part.poll_failed", extra={"part_id": part_id, "error": error})
+    return len(ids)
+
+
+def _safe_poll(svc: Services, part_id: str) -> str | None:
+    try:
+        poll_part(svc, part_id)
+    except Exception as exc:  # one bad part must not stop the others in this tick
+        logger.exception("part.poll_crashed", extra={"part_id": part_id})
+        return repr(exc)
+    return None
+
+
+def poll_part(svc: Services, part_id: str) -> None:
+    """Ask the provider about one part and record what it says."""
+    with svc.sessions() as session:
+        part = session.get(PartRow, part_id)
+        batch = session.get(BatchRow, part.batch_id) if part else None
+    if part is None or batch is None or part.status not in POLL_STATUSES:
+        return
+    provider = svc.providers.for_deployment(str(part.deployment))
+    try:
+        if batch.cancel_requested and part.status == "submitted":
+            snapshot = provider.cancel_batch(str(part.provider_batch_id))
+            with svc.sessions.begin() as session:
+                transition_part(session, part.id, "submitted", "cancelling",
+                                reason="batch cancelled", provider_status=snapshot.status)
+        else:
+            snapshot = provider.retrieve_batch(str(part.provider_batch_id))
+    except (ProviderTransientError, ProviderNotFoundError) as exc:
+        # A 404 right after create is the provider catching up, not a lost batch.
+        _schedule(svc, part, progressed=False, error=str(exc))
+        return
+    _record(svc, part, snapshot)
+
+
+def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
+    if snapshot.status in PROVIDER_TERMINAL:
+        errors = [asdict(err) for err in snapshot.errors]
+        with svc.sessions.begin() as session:
+            moved = transition_part(
+                session, part.id, POLL_STATUSES, INGEST_STATUS,
+                reason=f"provider {snapshot.status}", provider_status=snapshot.status,
+                provider_output_file_id=snapshot.output_file_id,
+                provider_error_file_id=snapshot.error_file_id,
+                provider_errors={"data": errors} if errors else None,
+                next_poll_at=time.time())
+        if moved:
+            svc.nudge("ingest", part.id)
+        return
+    progressed = snapshot.status != part.provider_status or _done(snapshot) != part.provider_done
+    _schedule(svc, part, progressed=progressed, status=snapshot.status, done=_done(snapshot))
+
+
+def _done(snapshot: ProviderBatch) -> int:
+    counts = snapshot.request_counts
+    return int(counts.completed + counts.failed) if counts else 0
+
+
+def _schedule(svc: Services, part: PartRow, *, progressed: bool, status: str | None = None,
+              done: int | None = None, error: str | None = None) -> None:
+    cfg = svc.settings.pipeline
+    delay = next_poll_delay(part.poll_interval, progressed=progressed,
+                            minimum=cfg.poll_min_seconds, maximum=cfg.poll_max_seconds,
+                            backoff=cfg.poll_backoff)
+    values: dict[str, Any] = {"poll_interval": delay, "next_poll_at": time.time() + delay}
+    if status is not None:
+        values["provider_status"] = status
+    if done is not None:
+        values["provider_done"] = done
+    if error is not None:
+        values["last_error"] = error[:1000]
+    with svc.sessions.begin() as session:
+        session.execute(update(PartRow)
+                        .where(PartRow.id == part.id, PartRow.status.in_(POLL_STATUSES))
+                        .values(**values).execution_options(synchronize_session=False))

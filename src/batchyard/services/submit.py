@@ -1,0 +1,211 @@
+"""submit: upload a part and create its provider batch, exactly once, whatever crashes.
+
+Each side effect is preceded by a committed intent (status ``uploading`` / ``submitting``
+plus ``side_effect_attempts``). A task that finds a part already in such a status did not
+see the effect happen, so it first looks for it at the provider (a file named
+``<part_id>.jsonl``, a batch whose metadata names the part) and only then repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import BatchRow, PartRow, RequestRow
+from batchyard.db.transitions import claim_part, transition_part
+from batchyard.domain.jsonl import rewrite_model
+from batchyard.domain.routing import Deployment
+from batchyard.errors import ProviderAuthError, ProviderRejectedError, ProviderTransientError
+from batchyard.providers.base import ProviderBatch
+from batchyard.providers.client import SyncProviderClient
+from batchyard.services.container import Services
+from batchyard.services.crash import crash_point
+from batchyard.services.routing import pick_deployment
+from batchyard.services.state import SUBMIT_STATUSES, request_finalize_if_done
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Step:
+    part: PartRow
+    batch: BatchRow
+    #: True when this very task recorded the intent (nothing to look for at the provider).
+    fresh: bool = False
+
+
+def submit_part(svc: Services, part_id: str) -> str | None:
+    """Drive one part to ``submitted``; returns its final status (None when not claimed)."""
+    lease = svc.settings.pipeline.stale_seconds
+    with svc.sessions.begin() as session:
+        if not claim_part(session, part_id, SUBMIT_STATUSES, lease):
+            return None
+    fresh = False
+    while True:
+        step = _load(svc, part_id, fresh)
+        if step is None or step.part.status not in SUBMIT_STATUSES:
+            return step.part.status if step else None
+        try:
+            fresh = _advance(svc, step)
+        except ProviderTransientError as exc:
+            _retry_later(svc, part_id, exc)
+            return "retry"
+        except (ProviderRejectedError, ProviderAuthError) as exc:
+            _fail(svc, step.part, exc)
+            return "failed"
+        if not fresh:
+            final = _load(svc, part_id, False)
+            return final.part.status if final else None
+
+
+def _load(svc: Services, part_id: str, fresh: bool) -> _Step | None:
+    with svc.sessions() as session:
+        part = session.get(PartRow, part_id)
+        batch = session.get(BatchRow, part.batch_id) if part else None
+        return _Step(part, batch, fresh) if part and batch else None
+
+
+def _advance(svc: Services, step: _Step) -> bool:
+    status = step.part.status
+    if status == "pending":
+        return _start(svc, step)
+    if status == "uploading":
+        return _upload(svc, step)
+    if status == "uploaded":
+        return _record_intent(svc, step.part, "uploaded", "submitting")
+    return _create(svc, step)
+
+
+def _start(svc: Services, step: _Step) -> bool:
+    """Choose a deployment and record the intent to upload (True: go on uploading)."""
+    part, batch = step.part, step.batch
+    with svc.sessions.begin() as session:
+        if batch.cancel_requested:
+            transition_part(session, part.id, "pending", "cancelled", reason="batch cancelled")
+            finalize = request_finalize_if_done(session, batch.id)
+        elif not svc.deployments.for_model(batch.model, batch.provider):
+            message = f"no deployment serves model {batch.model!r}"
+            transition_part(session, part.id, "pending", "failed", reason=message,
+                            provider_errors={"data": [{"code": "model_not_found",
+                                                       "message": message, "line": None}]})
+            finalize = request_finalize_if_done(session, batch.id)
+        else:
+            dep = pick_deployment(svc, session, model=batch.model, provider=batch.provider,
+                                  tokens=part.estimated_tokens)
+            if dep is None:
+                _wait_for_room(svc, session, part.id)
+                return False
+            return transition_part(
+                session, part.id, "pending", "uploading", reason=f"to {dep.id}",
+                deployment=dep.id, side_effect_attempts=part.side_effect_attempts + 1,
+                next_poll_at=time.time() + svc.settings.pipeline.stale_seconds)
+    if finalize:
+        svc.nudge("finalize", batch.id)
+    return False
+
+
+def _wait_for_room(svc: Services, session: Session, part_id: str) -> None:
+    # Nobody has room now: look again once a quota block may have lifted.
+    cfg = svc.settings.pipeline
+    part = session.get(PartRow, part_id)
+    if part is not None:
+        part.next_poll_at = time.time() + min(cfg.quota_retry_seconds, cfg.poll_min_seconds)
+        part.last_error = "waiting for deployment capacity"
+
+
+def _upload(svc: Services, step: _Step) -> bool:
+    part = step.part
+    provider = svc.providers.for_deployment(str(part.deployment))
+    filename = f"{part.id}.jsonl"
+    file_id = None if step.fresh else _find_upload(provider, filename)
+    if file_id is None:
+        dep = svc.deployments.get(str(part.deployment))
+        with tempfile.TemporaryFile() as tmp:
+            _write_part_file(svc, part, dep, tmp)
+            tmp.seek(0)
+            file_id = provider.upload_file(tmp, filename=filename, purpose="batch").id
+        logger.info("part.uploaded", extra={"part_id": part.id, "file_id": file_id})
+    crash_point(svc.settings, "after_upload")
+    with svc.sessions.begin() as session:
+        if not transition_part(session, part.id, "uploading", "uploaded",
+                               provider_file_id=file_id):
+            return False
+    return _record_intent(svc, part, "uploaded", "submitting")
+
+
+def _record_intent(svc: Services, part: PartRow, src: str, dst: str) -> bool:
+    with svc.sessions.begin() as session:
+        row = session.get(PartRow, part.id)
+        attempts = (row.side_effect_attempts if row else 0) + 1
+        return transition_part(session, part.id, src, dst, side_effect_attempts=attempts,
+                               next_poll_at=time.time() + svc.settings.pipeline.stale_seconds)
+
+
+def _create(svc: Services, step: _Step) -> bool:
+    part, batch = step.part, step.batch
+    provider = svc.providers.for_deployment(str(part.deployment))
+    found = None if step.fresh else _find_batch(provider, part.id)
+    if found is None:
+        metadata = {"batchyard_part_id": part.id, "batchyard_batch_id": batch.id}
+        found = provider.create_batch(input_file_id=str(part.provider_file_id),
+                                      endpoint=batch.endpoint,
+                                      completion_window=batch.completion_window,
+                                      metadata=metadata)
+        logger.info("part.created", extra={"part_id": part.id, "provider_batch": found.id})
+    crash_point(svc.settings, "after_create")
+    poll = svc.settings.pipeline.poll_min_seconds
+    with svc.sessions.begin() as session:
+        transition_part(session, part.id, "submitting", "submitted", provider_batch_id=found.id,
+                        provider_status=found.status, poll_interval=poll,
+                        next_poll_at=time.time() + poll, last_error=None)
+    return False
+
+
+def _find_upload(provider: SyncProviderClient, filename: str) -> str | None:
+    for pfile in provider.list_files(purpose="batch"):
+        if pfile.filename == filename:
+            return pfile.id
+    return None
+
+
+def _find_batch(provider: SyncProviderClient, part_id: str) -> ProviderBatch | None:
+    for pbatch in provider.list_batches():
+        if (pbatch.metadata or {}).get("batchyard_part_id") == part_id:
+            return pbatch
+    return None
+
+
+def _write_part_file(svc: Services, part: PartRow, dep: Deployment, out: object) -> None:
+    stmt = (select(RequestRow.body).where(RequestRow.part_id == part.id)
+            .order_by(RequestRow.line_no).execution_options(yield_per=2_000))
+    with svc.sessions() as session:
+        for body in session.scalars(stmt):
+            raw = body.encode("utf-8")
+            line = rewrite_model(raw, dep.model) if dep.rewrites_model else raw
+            out.write(line + b"\n")  # type: ignore[attr-defined]
+
+
+def _retry_later(svc: Services, part_id: str, exc: ProviderTransientError) -> None:
+    delay = max(exc.retry_after or 0.0, svc.settings.pipeline.poll_min_seconds)
+    with svc.sessions.begin() as session:
+        part = session.get(PartRow, part_id)
+        if part is not None:
+            part.last_error = str(exc)[:1000]
+            part.next_poll_at = time.time() + delay
+    logger.warning("part.submit_transient", extra={"part_id": part_id, "error": str(exc)})
+
+
+def _fail(svc: Services, part: PartRow, exc: Exception) -> None:
+    code = getattr(exc, "code", None) or "provider_rejected"
+    error = {"code": code, "message": getattr(exc, "message", str(exc)), "line": None}
+    with svc.sessions.begin() as session:
+        if transition_part(session, part.id, SUBMIT_STATUSES, "failed", reason=str(exc)[:500],
+                           provider_errors={"data": [error]}, last_error=str(exc)[:1000]):
+            request_finalize_if_done(session, part.batch_id)
+    svc.nudge("finalize", part.batch_id)
+    logger.warning("part.rejected", extra={"part_id": part.id, "code": code})

@@ -1,0 +1,107 @@
+"""Helpers shared by the pipeline tests: fast settings, JSONL builders, waits, SQL checks."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from batchyard.config import PipelineSettings, Settings
+from batchyard.services import files as file_service
+from batchyard.services.container import Services, build_services
+from batchyard.services.pipeline import run_task, run_tick
+
+
+def fast_settings(data_dir: Path, *, emulator_url: str, database_url: str | None = None,
+                  broker_url: str | None = None, queue: str = "batchyard",
+                  **pipeline: Any) -> Settings:
+    """Settings with near-zero delays for tests (poll tick 0.2 s)."""
+    knobs: dict[str, Any] = {"part_max_requests": 4, "poll_min_seconds": 0.1,
+                             "poll_max_seconds": 0.5, "poll_backoff": 1.5, "tick_seconds": 0.2,
+                             "stale_seconds": 2.0, "quota_retry_seconds": 0.5,
+                             "ingest_batch_rows": 3, "queue": queue}
+    knobs.update(pipeline)
+    return Settings(data_dir=data_dir, database_url=database_url, broker_url=broker_url,
+                    openai_api_key="sk-test", openai_api_base=f"{emulator_url}/v1",
+                    pipeline=PipelineSettings(**knobs))
+
+
+def request_line(custom_id: str, content: str = "hello", *, model: str = "gpt-4o-mini",
+                 x_emulator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One chat-completions request line."""
+    body: dict[str, Any] = {"model": model,
+                            "messages": [{"role": "user", "content": content}]}
+    if x_emulator is not None:
+        body["x_emulator"] = x_emulator
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": body}
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    """JSONL bytes of the lines."""
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def upload(svc: Services, data: bytes, filename: str = "input.jsonl") -> str:
+    """Store an input file through the service; returns its id."""
+    record = file_service.create_file(svc, owner=None, filename=filename, purpose="batch",
+                                      stream=io.BytesIO(data))
+    return record.id
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 60.0,
+             interval: float = 0.1, message: str = "condition") -> Any:
+    """Poll ``condition`` until truthy or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def results_by_custom_id(engine: sa.Engine, batch_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every result row of a batch, grouped by custom_id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT custom_id, ok, status_code, response_body, error_code, attempt "
+            "FROM results WHERE batch_id = :b ORDER BY line_no"), {"b": batch_id}).mappings()
+        for row in rows:
+            out.setdefault(row["custom_id"], []).append(dict(row))
+    return out
+
+
+class InlineDriver:
+    """Runs the pipeline in this process: nudges queue up and are run in order, plus ticks.
+
+    For service-level tests only; the real-worker tests go through Celery.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.queue: deque[tuple[str, str]] = deque()
+        self.svc = build_services(settings, nudge=lambda task, oid: self.queue.append((task, oid)))
+
+    def run_until(self, condition: Callable[[], Any], *, timeout: float = 60.0) -> Any:
+        """Drain nudges and tick until ``condition`` holds."""
+        deadline = time.monotonic() + timeout
+        next_tick = 0.0
+        while time.monotonic() < deadline:
+            while self.queue:
+                task, oid = self.queue.popleft()
+                run_task(self.svc, task, oid)
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() >= next_tick:
+                run_tick(self.svc)
+                next_tick = time.monotonic() + self.svc.settings.pipeline.tick_seconds
+            time.sleep(0.02)
+        raise AssertionError(f"pipeline did not get there in {timeout}s")
