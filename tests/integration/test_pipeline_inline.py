@@ -53,11 +53,11 @@ def test_happy_path_splits_and_stores_one_result_per_request(
     assert all(len(rows) == 1 and rows[0]["ok"] for rows in results.values())
     assert emulator.emulator.stats()["batches_created"] == 3  # 10 lines, 4 per part
     final = batch_service.get_batch(driver.svc, batch.id, owner=None)
-    assert final.request_counts == {"total": 10, "completed": 10, "failed": 0}
+    assert (final.request_counts.total, final.request_counts.completed) == (10, 10)
     assert final.output_file_id is not None
     content = b"".join(file_service.iter_file_content(driver.svc, final.output_file_id,
                                                       owner=None))
-    assert [line for line in content.splitlines() if line][0].count(b'"req-0"') == 1
+    assert content.splitlines()[0].count(b'"req-0"') == 1
     assert len(content.splitlines()) == 10
 
 
@@ -69,7 +69,7 @@ def test_a_bad_line_fails_the_batch_with_its_line_number_and_creates_nothing(
                                        endpoint="/v1/chat/completions")
     driver.run_until(lambda: _status(driver, batch.id) == "failed")
     final = batch_service.get_batch(driver.svc, batch.id, owner=None)
-    assert final.errors is not None and final.errors["data"][0]["line"] == 3
+    assert final.errors is not None and final.errors.data[0].line == 3
     with driver.svc.engine.connect() as conn:
         import sqlalchemy as sa
 

@@ -1,91 +1,65 @@
-"""ORM rows -> frozen records in OpenAI's field names (the only place rows are converted)."""
+"""ORM rows -> frozen domain records (the only place rows are converted)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from batchyard.db.models import BatchRow, FileRow
+from batchyard.domain.records import (
+    BatchError,
+    BatchErrors,
+    BatchRecord,
+    BatchUsage,
+    FileRecord,
+    InputTokensDetails,
+    OutputTokensDetails,
+    Page,
+    RequestCounts,
+)
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A file as our API shows it."""
-
-    id: str
-    bytes: int
-    created_at: int
-    filename: str
-    purpose: str
-    expires_at: int | None = None
-    status: str = "processed"
-    status_details: str | None = None
-    object: str = "file"
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """A batch as our API shows it (OpenAI's Batch object)."""
-
-    id: str
-    endpoint: str
-    input_file_id: str
-    completion_window: str
-    status: str
-    created_at: int
-    request_counts: dict[str, int]
-    model: str | None = None
-    errors: dict[str, Any] | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    in_progress_at: int | None = None
-    expires_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
-    usage: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    object: str = "batch"
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a cursor-paginated list."""
-
-    data: list[T] = field(default_factory=list)
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
+__all__ = ["BatchRecord", "FileRecord", "Page", "batch_record", "file_record"]
 
 
 def file_record(row: FileRow) -> FileRecord:
     """The record of a file row."""
     return FileRecord(id=row.id, bytes=int(row.bytes or 0), created_at=row.created_at,
                       filename=row.filename, purpose=row.purpose, expires_at=row.expires_at,
-                      status=row.status or "processed")
+                      status=row.status or "processed", kind=row.kind or "input",
+                      owner_key_id=row.owner_key_id)
+
+
+def _errors(blob: dict[str, Any] | None) -> BatchErrors | None:
+    if not blob or not blob.get("data"):
+        return None
+    return BatchErrors(data=tuple(
+        BatchError(code=str(err.get("code") or "provider_error"),
+                   message=str(err.get("message") or ""),
+                   param=err.get("param"), line=err.get("line"))
+        for err in blob["data"]))
+
+
+def _usage(row: BatchRow) -> BatchUsage | None:
+    if not (row.input_tokens or row.output_tokens):
+        return None
+    return BatchUsage(input_tokens=row.input_tokens,
+                      input_tokens_details=InputTokensDetails(cached_tokens=row.cached_tokens),
+                      output_tokens=row.output_tokens,
+                      output_tokens_details=OutputTokensDetails(
+                          reasoning_tokens=row.reasoning_tokens),
+                      total_tokens=row.input_tokens + row.output_tokens)
 
 
 def batch_record(row: BatchRow) -> BatchRecord:
     """The record of a batch row (usage only once tokens were counted)."""
-    usage = None
-    if row.input_tokens or row.output_tokens:
-        usage = {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
-                 "total_tokens": row.input_tokens + row.output_tokens,
-                 "input_tokens_details": {"cached_tokens": row.cached_tokens},
-                 "output_tokens_details": {"reasoning_tokens": row.reasoning_tokens}}
     return BatchRecord(
-        id=row.id, endpoint=row.endpoint, input_file_id=row.input_file_id,
-        completion_window=row.completion_window, status=row.status, created_at=row.created_at,
-        request_counts={"total": row.total or 0, "completed": row.completed or 0,
-                        "failed": row.failed or 0},
-        model=row.model, errors=row.errors, output_file_id=row.output_file_id,
-        error_file_id=row.error_file_id, in_progress_at=row.in_progress_at,
-        expires_at=row.expires_at, finalizing_at=row.finalizing_at,
-        completed_at=row.completed_at, failed_at=row.failed_at, expired_at=row.expired_at,
-        cancelling_at=row.cancelling_at, cancelled_at=row.cancelled_at, usage=usage,
-        metadata=row.metadata_)
+        id=row.id, endpoint=row.endpoint, model=row.model, errors=_errors(row.errors),
+        input_file_id=row.input_file_id, completion_window=row.completion_window,
+        status=row.status, output_file_id=row.output_file_id,  # type: ignore[arg-type]
+        error_file_id=row.error_file_id, created_at=row.created_at,
+        in_progress_at=row.in_progress_at, expires_at=row.expires_at,
+        finalizing_at=row.finalizing_at, completed_at=row.completed_at,
+        failed_at=row.failed_at, expired_at=row.expired_at,
+        cancelling_at=row.cancelling_at, cancelled_at=row.cancelled_at,
+        request_counts=RequestCounts(total=row.total or 0, completed=row.completed or 0,
+                                     failed=row.failed or 0),
+        usage=_usage(row), metadata=row.metadata_, owner_key_id=row.owner_key_id)
