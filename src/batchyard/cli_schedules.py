@@ -120,15 +120,16 @@ def _source_label(source: dict[str, Any]) -> str:
 def schedule_list() -> None:
     """List schedules."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from batchyard.services import schedules
 
     with _services() as svc:
         records = schedules.list_schedules(svc, owner=None)
-    table = Table("id", "name", "cron", "tz", "source", "enabled", "next run", "last run")
+    table = Table(Column("id", no_wrap=True), "name", "cron", "tz", "source", "next run",
+                  "last run")
     for r in records:
-        table.add_row(r.id, r.name, r.cron, r.timezone, _source_label(r.source), str(r.enabled),
+        table.add_row(r.id, r.name, r.cron, r.timezone, _source_label(r.source),
                       _when(r.next_fire_at) if r.enabled else "paused", _when(r.last_fire_at))
     Console().print(table)
 
@@ -180,13 +181,14 @@ def schedule_runs(schedule_id: str = typer.Argument(..., help="sched_..."),
                   limit: int = typer.Option(20, help="How many, newest first.")) -> None:
     """Show a schedule's runs: batch created, skipped and why, or the source's error."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from batchyard.services import schedules
 
     with _services() as svc:
         runs = schedules.list_runs(svc, schedule_id, owner=None, limit=limit)
-    table = Table("fire time", "status", "batch", "batch status", "note")
+    table = Table(Column("fire time", no_wrap=True), "status", Column("batch", no_wrap=True),
+                  "batch status", "note")
     for run in runs:
         note = run.reason or ""
         if run.error:

@@ -24,6 +24,7 @@ from tests.integration.test_schedules_fixtures import (
     Clock,
     Nudges,
     Receiver,
+    clean_schedule_tables,
     sched_db_url,
     schedule_settings,
 )
@@ -65,6 +66,7 @@ def nudges() -> Nudges:
 
 @pytest.fixture()
 def svc(sched_db_url: str, tmp_path: Path, nudges: Nudges) -> Iterator[Services]:
+    clean_schedule_tables(sched_db_url)
     services = build_services(schedule_settings(sched_db_url, tmp_path, misfire_grace_seconds=60,
                                                 webhook_secret="s"), nudge=nudges)
     try:
@@ -106,6 +108,7 @@ def _end_batch(svc: Services, batch_id: str, status: str = "completed") -> None:
 
 def test_two_schedulers_firing_the_same_slot_at_once_make_one_run(sched_db_url: str,
                                                                  tmp_path: Path) -> None:
+    clean_schedule_tables(sched_db_url)
     a = build_services(schedule_settings(sched_db_url, tmp_path), nudge=Nudges())
     b = build_services(schedule_settings(sched_db_url, tmp_path), nudge=Nudges())
     try:
@@ -146,6 +149,7 @@ def _batches_of(url: str, schedule_id: str) -> list[str]:
 
 def test_concurrent_ticks_over_many_slots_never_double_fire(sched_db_url: str,
                                                            tmp_path: Path) -> None:
+    clean_schedule_tables(sched_db_url)
     pool = [build_services(schedule_settings(sched_db_url, tmp_path), nudge=Nudges())
             for _ in range(3)]
     try:

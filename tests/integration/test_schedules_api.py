@@ -113,7 +113,8 @@ def test_a_scheduling_key_sees_only_its_own_and_may_not_run_code(svc: Services,
 
 
 def test_the_cli_adds_lists_pauses_and_removes(sched_db_url: str, tmp_path: Path) -> None:
-    env = {"BATCHYARD_DATABASE_URL": sched_db_url, "BATCHYARD_DATA_DIR": str(tmp_path)}
+    env = {"BATCHYARD_DATABASE_URL": sched_db_url, "BATCHYARD_DATA_DIR": str(tmp_path),
+           "COLUMNS": "200"}
     runner = CliRunner()
     added = runner.invoke(schedule_app, ["add", "--cron", "*/15 * * * *", "--tz", "UTC",
                                          "--name", "cli-test", "--path", "/data/{date}.jsonl",

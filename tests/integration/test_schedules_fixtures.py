@@ -43,6 +43,17 @@ def sched_db_url() -> Iterator[str]:
         admin.dispose()
 
 
+def clean_schedule_tables(url: str) -> None:
+    """Forget every schedule, run and delivery (ticks see every due schedule in the database)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in ("webhook_deliveries", "schedule_runs", "schedules"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+    finally:
+        engine.dispose()
+
+
 def schedule_settings(url: str, data_dir: Path, **overrides: Any) -> Settings:
     """Settings for these tests: retry delays near zero, no provider keys needed."""
     values: dict[str, Any] = {"webhook_backoff_initial": 0.01, "webhook_backoff_max": 0.05,

@@ -27,6 +27,7 @@ from batchyard.worker.schedule_tasks import (
 from tests.integration.test_schedules_fixtures import (
     Nudges,
     Receiver,
+    clean_schedule_tables,
     sched_db_url,
     schedule_settings,
 )
@@ -40,6 +41,7 @@ T = TypeVar("T")
 @pytest.fixture()
 def svc(sched_db_url: str, redis_url: str, unique_name: str,
         tmp_path: Path) -> Iterator[Services]:
+    clean_schedule_tables(sched_db_url)
     settings = schedule_settings(sched_db_url, tmp_path, tick_seconds=0.2).model_copy(
         update={"broker_url": redis_url, "pipeline": PipelineSettings(queue=unique_name)})
     services = build_services(settings, nudge=Nudges())

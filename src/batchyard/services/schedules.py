@@ -111,7 +111,7 @@ def create_schedule(svc: Any, spec: ScheduleSpec, *, owner: str | None,
         render_path(spec.source.path, local_time(0, parse_timezone(spec.timezone)))
     now_ts = resolve_now(now)
     schedule_id = f"sched_{uuid.uuid4().hex[:24]}"
-    values = spec.model_dump(exclude={"webhook_secret", "source"})
+    values = spec.model_dump(exclude={"webhook_secret", "source", "name"})
     secret = spec.webhook_secret.get_secret_value() if spec.webhook_secret else None
     first = next_fire_time(spec.cron, parse_timezone(spec.timezone), after=now_ts)
     with svc.sessions.begin() as session:
