@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
+from batchyard.cli_schedules import schedule_app, webhooks_app
+
 if TYPE_CHECKING:
     from batchyard.config import Settings
     from batchyard.services.container import Services
@@ -135,6 +137,8 @@ def serve(
 keys_app = typer.Typer(help="Manage virtual API keys (stored hashed; shown once).",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(schedule_app, name="schedule")  # issue 5: cli_schedules.py
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _key_services() -> Services:
