@@ -7,6 +7,7 @@ through untouched and a "dropped connection" can really stop mid-response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -24,6 +25,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ADMIN_PREFIX = "/_emulator"
+
+
+class ConnectionDropped(httpx.RemoteProtocolError):
+    """Raised on purpose to cut a response short (the "dropped connection" fault)."""
+
+
+class QuietDrops(logging.Filter):
+    """Keeps uvicorn from logging a traceback for every deliberate drop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ConnectionDropped)
 
 
 class EmulatorMiddleware:
@@ -123,7 +136,7 @@ class EmulatorMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", b"1024")]})
         await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
-        raise httpx.RemoteProtocolError("emulator: connection dropped on purpose")
+        raise ConnectionDropped("emulator: connection dropped on purpose")
 
 
 def _server_error() -> EmulatorError:

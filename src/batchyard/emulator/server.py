@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from batchyard.emulator.admin import admin_router
 from batchyard.emulator.config import EmulatorConfig
 from batchyard.emulator.errors import EmulatorError, error_body, surface_of
-from batchyard.emulator.middleware import EmulatorMiddleware
+from batchyard.emulator.middleware import EmulatorMiddleware, QuietDrops
 from batchyard.emulator.routes_azure import azure_routers
 from batchyard.emulator.routes_openai import openai_router
 from batchyard.emulator.state import Emulator
@@ -43,8 +43,15 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _render_error(request, EmulatorError(exc.status_code, message))
 
 
+def _quiet_uvicorn() -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietDrops) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(QuietDrops())
+
+
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     """The emulator as an ASGI app; ``app.state.emulator`` is its live :class:`Emulator`."""
+    _quiet_uvicorn()
     config = config or EmulatorConfig()
     emulator = Emulator(config)
     app = FastAPI(title=f"batchyard emulator ({config.flavor})", docs_url=None,
