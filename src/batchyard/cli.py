@@ -58,6 +58,15 @@ def emulator(
     slow_delay: float = typer.Option(0.0, help="Seconds of delay for slow calls."),
     failure_rate: float = typer.Option(0.0, help="Fraction of request lines that fail."),
     failure_status: int = typer.Option(500, help="HTTP status of failing request lines."),
+    fault_path: str | None = typer.Option(None, help="Call faults only where the path has this."),
+    fault_method: str | None = typer.Option(None, help="Call faults only for this method."),
+    drop_after_handling: bool = typer.Option(False, help="Drop after the call took effect."),
+    no_output_file_next: int = typer.Option(0, help="Next N batches get no output file."),
+    not_found_after_create: int = typer.Option(0, help="New batches 404 their first N gets."),
+    fail_validation_next: int = typer.Option(0, help="Next N batches fail validation."),
+    fail_validation_code: str = typer.Option("invalid_request", help="Code for those."),
+    embedding_dimensions: int = typer.Option(16, help="Embedding size if none requested."),
+    data_dir: str | None = typer.Option(None, help="Where file bytes go (default: temp)."),
 ) -> None:
     """Run the local OpenAI / Azure OpenAI Files + Batches emulator."""
     from batchyard.emulator.server import serve
@@ -72,7 +81,11 @@ def emulator(
         rate_limit_next=rate_limit_next, retry_after=retry_after,
         server_error_next=server_error_next, drop_next=drop_next, slow_next=slow_next,
         slow_delay=slow_delay, request_failure_rate=failure_rate,
-        request_failure_status=failure_status,
+        request_failure_status=failure_status, fault_path=fault_path,
+        fault_method=fault_method, drop_after_handling=drop_after_handling,
+        no_output_file_next=no_output_file_next, not_found_after_create=not_found_after_create,
+        fail_validation_next=fail_validation_next, fail_validation_code=fail_validation_code,
+        embedding_dimensions=embedding_dimensions, data_dir=data_dir,
     )
 
 
