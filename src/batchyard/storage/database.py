@@ -1,0 +1,110 @@
+"""File bytes as ~1 MB chunk rows in SQL, so a worker on any host can read them.
+
+The table is described here with SQLAlchemy Core (same name and columns as the ORM's
+``FileChunkRow``, which the migrations create): storage must not import ``batchyard.db``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+)
+
+from batchyard.errors import StorageError
+from batchyard.storage.base import CHUNK_BYTES, Meter, StoreShortcuts, check_key, rechunk
+
+#: Metadata of the storage package alone (tests may ``create_all`` it on a bare database).
+metadata = MetaData()
+
+FILE_CHUNKS = Table(
+    "file_chunks", metadata,
+    Column("storage_key", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("storage_key", "seq", name="pk_file_chunks"),
+)
+
+
+class DatabaseFileStore(StoreShortcuts):
+    """Bytes under a key as numbered chunk rows ``(storage_key, seq, data)``.
+
+    A put runs in one transaction (so a failed upload leaves no row, and readers never see
+    a partial file); an empty file is one empty chunk, so it still exists. Reads fetch one
+    chunk per query on a short-lived connection: memory stays at one chunk and no
+    connection is held while a slow consumer takes its time.
+    """
+
+    def __init__(self, engine: Engine, *, table: Table = FILE_CHUNKS,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.engine = engine
+        self.table = table
+        self.chunk_bytes = chunk_bytes
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *,
+                   max_bytes: int | None = None) -> tuple[int, str]:
+        """Store ``chunks`` under ``key`` in one transaction; return ``(size, sha256 hex)``."""
+        check_key(key)
+        t = self.table
+        meter = Meter(max_bytes)
+        seq = 0
+        with self.engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.storage_key == key))
+            for piece in rechunk(chunks, self.chunk_bytes):
+                meter.feed(piece)
+                conn.execute(insert(t), {"storage_key": key, "seq": seq, "data": piece})
+                seq += 1
+            if seq == 0:
+                conn.execute(insert(t), {"storage_key": key, "seq": 0, "data": b""})
+        return meter.result()
+
+    def _count(self, key: str) -> int:
+        t = self.table
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(t.c.seq)).where(t.c.storage_key == key)).scalar()
+        return -1 if last is None else int(last) + 1
+
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        """The bytes under ``key`` chunk by chunk; StorageError at once if absent."""
+        check_key(key)
+        count = self._count(key)
+        if count < 0:
+            raise StorageError(f"nothing stored under {key!r}")
+        return self._chunks(key, count)
+
+    def _chunks(self, key: str, count: int) -> Iterator[bytes]:
+        t = self.table
+        query = select(t.c.data).where(t.c.storage_key == key)
+        for seq in range(count):
+            with self.engine.connect() as conn:
+                data = conn.execute(query.where(t.c.seq == seq)).scalar()
+            if data is None:  # deleted (or replaced) while we were reading it
+                raise StorageError(f"{key!r} changed while being read (chunk {seq} is gone)")
+            if data:
+                yield bytes(data)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; nothing happens when it is absent."""
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.storage_key == key))
+
+    def exists(self, key: str) -> bool:
+        """Is something stored under ``key``?"""
+        t = self.table
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.c.seq).where(t.c.storage_key == key,
+                                                       t.c.seq == 0)).first()
+        return found is not None

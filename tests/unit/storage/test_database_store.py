@@ -1,0 +1,92 @@
+"""DatabaseFileStore on SQLite: the contract, transactions, and chunk-by-chunk reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from batchyard.errors import StorageError
+from batchyard.storage import FILE_CHUNKS, DatabaseFileStore
+from batchyard.storage.database import metadata
+from tests.unit.storage.stores import StoreContract
+
+CHUNK = 1000
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def row_count(engine: Engine, key: str | None = None) -> int:
+    query = select(func.count()).select_from(FILE_CHUNKS)
+    if key is not None:
+        query = query.where(FILE_CHUNKS.c.storage_key == key)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+class TestDatabaseFileStore(StoreContract):
+    max_chunk = CHUNK
+
+    @pytest.fixture()
+    def store(self, engine: Engine) -> DatabaseFileStore:
+        return DatabaseFileStore(engine, chunk_bytes=CHUNK)
+
+
+def test_bytes_are_split_into_fixed_size_rows(engine: Engine) -> None:
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK)
+    store.put_stream("k", [b"a" * 1500, b"b" * 1500, b"c"])
+    assert row_count(engine, "k") == 4
+    with engine.connect() as conn:
+        sizes = conn.execute(select(func.length(FILE_CHUNKS.c.data))
+                             .where(FILE_CHUNKS.c.storage_key == "k")
+                             .order_by(FILE_CHUNKS.c.seq)).scalars().all()
+    assert sizes == [1000, 1000, 1000, 1]
+
+
+def test_a_failed_upload_leaves_no_rows(engine: Engine) -> None:
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK)
+
+    def broken() -> Iterator[bytes]:
+        yield b"z" * 5000  # several chunks already inserted in the transaction
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.put_stream("k", broken())
+    assert row_count(engine) == 0
+
+
+def test_reads_go_chunk_by_chunk(engine: Engine) -> None:
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK)
+    store.put_stream("k", [b"q" * 3000])
+    stream = store.open_stream("k")
+    assert next(stream) == b"q" * CHUNK
+    store.delete("k")  # the rest is fetched lazily, so it notices
+    with pytest.raises(StorageError, match="changed while being read"):
+        list(stream)
+
+
+def test_default_chunk_is_about_a_megabyte(engine: Engine) -> None:
+    store = DatabaseFileStore(engine)
+    store.put_stream("k", [b"m" * (2 * 1024 * 1024 + 5)])
+    assert row_count(engine, "k") == 3
+
+
+def test_table_matches_the_orm_schema() -> None:
+    from batchyard.db.models import FileChunkRow
+
+    orm = FileChunkRow.__table__
+    assert FILE_CHUNKS.name == orm.name
+    assert [c.name for c in FILE_CHUNKS.columns] == [c.name for c in orm.columns]
+    for ours in FILE_CHUNKS.columns:
+        theirs = orm.columns[ours.name]
+        assert type(ours.type) is type(theirs.type)
+        assert (ours.primary_key, ours.nullable) == (theirs.primary_key, theirs.nullable)
+        assert getattr(ours.type, "length", None) == getattr(theirs.type, "length", None)
