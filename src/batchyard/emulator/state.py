@@ -97,7 +97,8 @@ class Emulator:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _stop_runners(self) -> None:
-        runners, self._runners = self._runners, []
+        with self._lock:
+            runners, self._runners = self._runners, []
         for runner in runners:
             runner.stopped.set()
             runner.batch.cancel_requested.set()
@@ -220,7 +221,8 @@ class Emulator:
         self.store.add_batch(batch)
         answer = snapshot(batch)
         runner = BatchRunner(self, batch, source)
-        self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+        with self._lock:
+            self._runners = [r for r in self._runners if r.is_alive()] + [runner]
         runner.start()
         return answer
 
