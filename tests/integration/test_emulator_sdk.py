@@ -253,3 +253,12 @@ def test_sdk_embeddings_batch(start_server: StartServer) -> None:
     for raw in client.files.content(batch.output_file_id).text.splitlines():
         body = CreateEmbeddingResponse.model_validate(json.loads(raw)["response"]["body"])
         assert len(body.data[0].embedding) == 16 and body.usage.prompt_tokens > 0
+
+
+def test_azure_dated_file_list_pages_to_the_end_without_cursors(
+    start_server: StartServer,
+) -> None:
+    client = client_for(start_server("azure"), "azure")
+    ids = [client.files.create(file=(f"f{i}.jsonl", io.BytesIO(requests_file(1))),
+                               purpose="batch").id for i in range(3)]
+    assert [f.id for f in client.files.list()] == ids[::-1]

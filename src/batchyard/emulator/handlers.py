@@ -76,8 +76,8 @@ def file_routes(surface: Surface) -> APIRouter:
         items = _emu(request).store.list_files(request.query_params.get("purpose"), order)
         chunk, more = page(items, request.query_params.get("after"), limit)
         cursors = surface != "azure" or _api_version(request) >= _PAGED_FILES_SINCE
-        if not cursors:
-            chunk, more = items, False
+        if not cursors:  # one page of everything (after the cursor, so SDK paging ends)
+            chunk, more = page(items, request.query_params.get("after"), len(items))
         return _json(render.list_page([render.file_object(f) for f in chunk], more,
                                       cursors=cursors))
 
