@@ -68,7 +68,7 @@ class BatchRunner(threading.Thread):
 
     def _set(self, status: str, **fields: Any) -> None:
         with self.emu.store.lock:
-            if self.batch.status in ("cancelling",) and status not in ("cancelled",):
+            if self.batch.status == "cancelling" and status != "cancelled":
                 return  # cancel wins over progress
             self.batch.status = status
             self.batch.timestamps[f"{status}_at"] = int(time.time())
@@ -93,9 +93,11 @@ class BatchRunner(threading.Thread):
         if result.errors:
             return self._fail(result.errors)
         with self.emu.store.lock:
-            if self.batch.cancel_requested.is_set():
-                return self._cancelled(None, run_started=False)
-            self._set("in_progress", total=result.total)
+            cancelled = self.batch.cancel_requested.is_set()
+            if not cancelled:
+                self._set("in_progress", total=result.total)
+        if cancelled:  # outside the lock: the grace period must not block the API
+            return self._cancelled(None, run_started=False)
         sinks = _Sinks(self.emu.data_dir, self.batch.id)
         try:
             unrun = self._execute(sinks)
