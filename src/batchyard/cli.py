@@ -242,6 +242,16 @@ def health(config: Path | None = typer.Option(None, help="LiteLLM-shaped config.
         raise typer.Exit(1)
 
 
+def _register_pipeline() -> None:
+    # run, status, results, cancel, worker, beat, up, db upgrade, demo (cli_pipeline.py)
+    from batchyard.cli_pipeline import register
+
+    register(app)
+
+
+_register_pipeline()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

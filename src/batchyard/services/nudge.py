@@ -43,8 +43,9 @@ def all_queues(settings: Settings) -> list[str]:
 def broker_options(settings: Settings) -> dict[str, object]:
     """Transport options shared by producers and workers."""
     if settings.effective_broker_url.startswith("sqla+"):
-        # The embedded SQLite broker is polled; a short interval keeps the pipeline snappy.
-        return {"polling_interval": min(1.0, max(0.05, settings.pipeline.tick_seconds / 4))}
+        # kombu's SQLAlchemy transport hands every option to create_engine (it polls each
+        # queue once a second by default; polling_interval cannot be passed through).
+        return {}
     return {"visibility_timeout": 3600}
 
 
