@@ -29,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from batchyard.db.models import Base
+from batchyard.db.models import Base, BatchRow
+from batchyard.domain.schedule import TERMINAL_BATCH_STATUSES
 from batchyard.domain.schedule_records import (
     ScheduleRecord,
     ScheduleRunRecord,
@@ -345,3 +346,15 @@ def events_with_deliveries(session: Session, event_ids: Sequence[str]) -> set[st
         return set()
     return set(session.scalars(select(WebhookDeliveryRow.event_id).where(
         WebhookDeliveryRow.event_id.in_(list(event_ids)), WebhookDeliveryRow.attempt == 1)))
+
+
+def ended_batches_since(session: Session, *, since: float,
+                        limit: int = 1000) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(id, status, metadata) of batches that reached a terminal status at or after ``since``.
+
+    Read-only over the pipeline's table: the webhook sweep needs no hook in the pipeline.
+    """
+    rows = session.execute(select(BatchRow.id, BatchRow.status, BatchRow.metadata_).where(
+        BatchRow.status.in_(sorted(TERMINAL_BATCH_STATUSES)), BatchRow.updated_at >= since)
+        .order_by(BatchRow.updated_at).limit(limit))
+    return [(r[0], r[1], r[2]) for r in rows]

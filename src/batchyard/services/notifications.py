@@ -27,6 +27,7 @@ from batchyard.domain.webhooks import (
     SIGNATURE_HEADER,
     build_event,
     encode_event,
+    event_id_for,
     retry_delay,
     signature_header,
 )
@@ -35,6 +36,8 @@ from batchyard.errors import NotFoundError
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "batchyard-webhooks/1"
+#: The sweep looks this far back for ended batches with a metadata webhook.
+SWEEP_LOOKBACK_SECONDS = 86_400.0
 #: Most POSTs one tick makes at the same time.
 MAX_PARALLEL_POSTS = 8
 
@@ -67,8 +70,8 @@ def webhook_target(svc: Any, batch: Any) -> tuple[str, str | None] | None:
         schedule = repo.schedule_for_batch(session, batch.id)
     if schedule is not None and schedule.webhook_url:
         return schedule.webhook_url, schedule.id
-    url = (getattr(batch, "metadata", None) or {}).get("webhook_url")
-    if isinstance(url, str) and url.startswith(("http://", "https://")):
+    url = _metadata_url(getattr(batch, "metadata", None))
+    if url is not None:
         return url, schedule.id if schedule is not None else None
     return None
 
@@ -113,6 +116,27 @@ def queue_event(svc: Any, event: dict[str, Any], *, url: str, schedule_id: str |
     logger.info("webhook.queued", extra={"event_id": event["id"],
                                          "batch_id": event["data"]["id"]})
     return True
+
+
+def _metadata_url(metadata: Mapping[str, Any] | None) -> str | None:
+    url = (metadata or {}).get("webhook_url")
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+def sweep_ended_batches(svc: Any, *, now: float | None = None,
+                        lookback: float = SWEEP_LOOKBACK_SECONDS) -> int:
+    """Announce recently ended batches whose metadata names a webhook; returns how many.
+
+    This is what makes metadata webhooks independent of the pipeline: it finds the batches
+    itself, and a crash between a batch ending and its announcement only delays the event.
+    """
+    now_ts = _now(now)
+    with svc.sessions() as session:
+        ended = repo.ended_batches_since(session, since=now_ts - lookback)
+        wanted = {event_id_for(b, s): b for b, s, meta in ended if _metadata_url(meta)}
+        known = repo.events_with_deliveries(session, list(wanted))
+    fresh = [batch_id for event_id, batch_id in wanted.items() if event_id not in known]
+    return sum(announce_batch_end(svc, batch_id, now=now_ts) is not None for batch_id in fresh)
 
 
 def _secret_for(svc: Any, delivery: WebhookDeliveryRecord) -> str | None:

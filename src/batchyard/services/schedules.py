@@ -32,7 +32,7 @@ from batchyard.domain.schedule import (
 )
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
 from batchyard.errors import InvalidInputError, NotFoundError, PermissionDeniedError
-from batchyard.services import schedule_runs
+from batchyard.services import notifications, schedule_runs
 from batchyard.services.schedule_sources import CODE_SOURCE_KINDS, Source
 
 logger = logging.getLogger(__name__)
@@ -211,10 +211,12 @@ class TickReport:
     lost_races: int = 0
     #: Batches of earlier runs seen ending during this tick.
     ended: int = 0
+    #: Ended batches with a metadata webhook announced by the sweep.
+    announced: int = 0
 
 
 def tick(svc: Any, *, now: Clock = None) -> TickReport:
-    """Fire every due schedule once, then note which runs' batches have ended."""
+    """Fire every due schedule once, note which runs' batches ended, announce ended batches."""
     now_ts = resolve_now(now)
     report = TickReport()
     with svc.sessions() as session:
@@ -222,6 +224,7 @@ def tick(svc: Any, *, now: Clock = None) -> TickReport:
     for schedule in due:
         _tick_one(svc, schedule, now_ts, report)
     report.ended = schedule_runs.observe_run_batches(svc, now=now_ts)
+    report.announced = notifications.sweep_ended_batches(svc)
     return report
 
 
