@@ -20,6 +20,7 @@ from batchyard.config import Settings
 from batchyard.services.container import Services, build_services
 from batchyard.services.nudge import TASK_QUEUES, all_queues, broker_options, task_name, task_queue
 from batchyard.services.pipeline import run_task, run_tick
+from batchyard.worker.schedule_tasks import register_schedule_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def create_celery(settings: Settings, services: Services | None = None) -> Celer
 
     app.batchyard_services = svc
     _register(app, svc)
+    register_schedule_tasks(app, svc, settings)  # issue 5: schedule tick + webhook beat tasks
     return app
 
 
