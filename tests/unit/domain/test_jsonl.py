@@ -165,9 +165,24 @@ def test_max_line_bytes_stops_a_giant_line_without_buffering_it() -> None:
     assert err.line == 2 and "limit" in str(err)
 
 
-def test_iter_lines_numbers_every_line() -> None:
-    assert list(iter_lines([b"a\nb", b"\n\nc\r", b"\n"])) == [
-        (1, b"a"), (2, b"b"), (3, b""), (4, b"c")]
+@pytest.mark.parametrize(("chunks", "expected"), [
+    ([b"a\nb", b"\n\nc\r", b"\n"], [b"a", b"b", b"", b"c"]),
+    ([b"a\r", b"\nb\r\n"], [b"a", b"b"]),  # \r\n cut between chunks: still one ending
+    ([b"a\n", b"\n", b"b"], [b"a", b"", b"b"]),
+    ([b"\n\n"], [b"", b""]),
+    ([b"", b"x", b"", b"y"], [b"xy"]),
+    ([b"last\r"], [b"last"]),
+    ([b"a\rb\nc\r\n"], [b"a\rb", b"c"]),  # a lone \r is not a line break
+])
+def test_iter_lines_numbers_every_line(chunks: list[bytes], expected: list[bytes]) -> None:
+    assert list(iter_lines(chunks)) == list(enumerate(expected, 1))
+
+
+def test_a_lone_carriage_return_inside_a_json_line_is_whitespace() -> None:
+    line = b'{"custom_id": "a",\r"method": "POST", "url": "/v1/chat/completions",' \
+           b' "body": {"model": "m"}}'
+    (only,) = validate(line + b"\r\n" + b"\n")
+    assert only.raw == line and only.line_no == 1
 
 
 def test_normalize_endpoint() -> None:
