@@ -74,17 +74,19 @@ class DeploymentRegistry:
     def for_model(self, model_name: str | None, provider: str | None = None) -> list[Deployment]:
         """The deployments that may run a part for ``model_name`` (empty when none).
 
-        Order of lookup: the model group of that name; else deployments whose provider
-        model / Azure deployment name is that name; else the env catch-all of the provider
-        (OpenAI's when the provider is not forced and both exist).
+        Order of lookup: the model group of that name; else the env catch-all of the
+        provider (OpenAI's when the provider is not forced and both exist); else the
+        deployments whose provider model / Azure deployment name is that name.
         """
         usable = [dep for dep in self.batch_deployments()
                   if provider is None or dep.provider == provider]
         named = [dep for dep in usable if dep.model_name == model_name and dep.rewrites_model]
-        if named or model_name is None:
-            return named or self._catch_all(usable, provider)
-        by_model = [dep for dep in usable if dep.rewrites_model and dep.model == model_name]
-        return by_model or self._catch_all(usable, provider)
+        if named:
+            return named
+        catch_all = self._catch_all(usable, provider)
+        if catch_all or model_name is None:
+            return catch_all
+        return [dep for dep in usable if dep.rewrites_model and dep.model == model_name]
 
     @staticmethod
     def _catch_all(usable: list[Deployment], provider: str | None) -> list[Deployment]:

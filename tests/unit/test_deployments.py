@@ -125,6 +125,8 @@ def test_a_jsonl_model_naming_an_azure_deployment_finds_it(tmp_path: Path) -> No
         "gpt-4o-mini"]
     assert [d.id for d in registry.for_model("something-else")] == ["openai"]
     assert registry.for_model("something-else", provider="azure") == []
+    # Without a provider forced, the OpenAI catch-all wins over a same-named Azure deployment.
+    assert [d.id for d in registry.for_model("gpt-4o-mini")] == ["openai"]
 
 
 @pytest.mark.usefixtures("azure_env")
