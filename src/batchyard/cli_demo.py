@@ -58,13 +58,16 @@ def demo(file: Path | None = typer.Option(None, help="Use this JSONL instead of 
 
 def demo_settings(workdir: Path, api_base: str) -> Any:
     """Embedded settings with demo-friendly speeds (seconds, not hours)."""
+    from pydantic import SecretStr
+
     from batchyard.config import PipelineSettings, Settings
 
     pipeline = PipelineSettings(part_max_requests=25, poll_min_seconds=0.3,
                                 poll_max_seconds=1.0, tick_seconds=0.3, stale_seconds=10.0,
                                 quota_retry_seconds=2.0, queue="demo")
     return Settings(data_dir=workdir, database_url=None, broker_url=None,
-                    openai_api_key="sk-demo", openai_api_base=api_base, pipeline=pipeline)
+                    openai_api_key=SecretStr("sk-demo"), openai_api_base=api_base,
+                    pipeline=pipeline)
 
 
 def _summary(svc: Any, batch: Any, stats: dict[str, Any], rows: int, settings: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from batchyard.config import PipelineSettings, Settings
 from batchyard.services import files as file_service
@@ -28,7 +29,7 @@ def fast_settings(data_dir: Path, *, emulator_url: str, database_url: str | None
                              "ingest_batch_rows": 3, "queue": queue}
     knobs.update(pipeline)
     return Settings(data_dir=data_dir, database_url=database_url, broker_url=broker_url,
-                    openai_api_key="sk-test", openai_api_base=f"{emulator_url}/v1",
+                    openai_api_key=SecretStr("sk-test"), openai_api_base=f"{emulator_url}/v1",
                     pipeline=PipelineSettings(**knobs))
 
 

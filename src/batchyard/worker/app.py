@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 def create_celery(settings: Settings, services: Services | None = None) -> Celery:
     """A Celery app for ``settings``; the services are built lazily in the worker process."""
-    if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The embedded broker and the beat schedule file live there.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = Celery("batchyard", broker=settings.effective_broker_url)
     app.conf.update(_conf(settings))
     holder: dict[str, Services] = {"svc": services} if services is not None else {}
