@@ -15,13 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from batchyard.config import Settings
-from batchyard.db.chunks import DatabaseChunkStore
-from batchyard.db.engine import make_engine, make_sessions
+from batchyard.db.engine import make_engine, make_sessions, readonly_engine
 from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.routing import Deployment
 from batchyard.providers import ProviderConfig, build_provider
 from batchyard.providers.client import SyncProviderClient
 from batchyard.services.nudge import celery_nudger
+from batchyard.storage import FileStore, build_store
 
 #: ``nudge(task_name, object_id)``: ask the workers to look at an object soon. Only a hint;
 #: the database says what is to be done, and the sweep re-sends lost nudges.
@@ -68,7 +68,7 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    store: DatabaseChunkStore
+    store: FileStore
     deployments: DeploymentRegistry
     nudge: Nudge
     providers: ProviderPool = field(repr=False)
@@ -89,7 +89,9 @@ def build_services(settings: Settings, *, nudge: Nudge | None = None,
     registry = deployments if deployments is not None else load_deployments(settings)
     return Services(
         settings=settings, engine=engine, sessions=sessions,
-        store=DatabaseChunkStore(engine),
+        # Deferred (read) transactions for the store: on SQLite a worker reads an input file
+        # while it holds the write lock for that file's request rows.
+        store=build_store(settings, readonly_engine(engine)),
         deployments=registry,
         nudge=nudge if nudge is not None else celery_nudger(settings),
         providers=ProviderPool(settings, registry),

@@ -8,7 +8,6 @@ their content is rendered from the batch's result rows, in input order.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 from batchyard.db.convert import FileRecord, Page, file_record
 from batchyard.db.engine import readonly_engine
 from batchyard.db.models import FileRow
-from batchyard.errors import NotFoundError, PayloadTooLargeError
+from batchyard.errors import NotFoundError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_file_id
 from batchyard.services.render import iter_rendered
@@ -31,41 +30,19 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-class _Metered:
-    """Reads a stream in chunks, counting and hashing, and stops past ``max_bytes``."""
-
-    def __init__(self, stream: BinaryIO, max_bytes: int | None) -> None:
-        self.stream = stream
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.sha = hashlib.sha256()
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.stream.read(_CHUNK):
-            self.size += len(chunk)
-            if self.max_bytes is not None and self.size > self.max_bytes:
-                raise PayloadTooLargeError(f"the file is larger than {self.max_bytes:,} bytes")
-            self.sha.update(chunk)
-            yield chunk
-
-
 def create_file(svc: Services, *, owner: str | None, filename: str, purpose: str,
                 stream: BinaryIO, max_bytes: int | None = None,
                 expires_after: int | None = None) -> FileRecord:
     """Store an upload (streamed, size-limited) and record it; returns the file record."""
     limit = max_bytes if max_bytes is not None else svc.settings.api.max_upload_bytes
     key = f"input/{uuid.uuid4().hex}"
-    metered = _Metered(stream, limit)
-    try:
-        svc.store.write(key, iter(metered))
-    except BaseException:
-        svc.store.delete(key)
-        raise
+    chunks = iter(lambda: stream.read(_CHUNK), b"")
+    size, sha256 = svc.store.put_stream(key, chunks, max_bytes=limit)  # all or nothing
     now = int(time.time())
     row = FileRow(id=new_file_id(), owner_key_id=owner, filename=filename, purpose=purpose,
-                  bytes=metered.size, created_at=now, status="processed", kind="input",
+                  bytes=size, created_at=now, status="processed", kind="input",
                   expires_at=now + expires_after if expires_after else None,
-                  storage_key=key, sha256=metered.sha.hexdigest(), deleted=False)
+                  storage_key=key, sha256=sha256, deleted=False)
     try:
         with svc.sessions.begin() as session:
             session.add(row)
