@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
 from batchyard.config import Settings
 from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e.helpers import InlineDriver, fast_settings
+from tests.e2e.helpers import InlineDriver, fast_settings, fresh_pg_database
 
 FAST_EMULATOR = {"validation_delay": 0.0, "finalize_delay": 0.0, "cancel_grace": 0.0}
 
@@ -39,17 +36,8 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorServer]]:
 @pytest.fixture()
 def pg_database(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL database of this test's own (runs never see each other)."""
-    base = postgres_url.rsplit("/", 1)[0]
-    name = f"by_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database(postgres_url) as url:
+        yield url
 
 
 class Workers:

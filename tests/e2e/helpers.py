@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +109,19 @@ class InlineDriver:
                 next_tick = time.monotonic() + self.svc.settings.pipeline.tick_seconds
             time.sleep(0.02)
         raise AssertionError(f"pipeline did not get there in {timeout}s")
+
+
+@contextlib.contextmanager
+def fresh_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new PostgreSQL database next to the session's one (dropped on exit)."""
+    base = postgres_url.rsplit("/", 1)[0]
+    name = f"by_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
