@@ -89,7 +89,7 @@ def test_provider_validation_failure_fails_the_batch_with_the_providers_errors(
     final = _run(driver, 3, "completed", "failed")
     assert final.status == "failed"
     assert final.errors is not None
-    assert [e.code for e in final.errors.data][0] == "invalid_request"
+    assert final.errors.data[0].code == "invalid_request"
 
 
 def test_token_limit_exceeded_waits_and_resubmits_instead_of_failing(
