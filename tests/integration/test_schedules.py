@@ -358,3 +358,50 @@ def test_a_scheduled_batch_that_ends_posts_to_the_schedule_webhook(svc: Services
     assert event["data"]["request_counts"]["completed"] == 2
     (latest,) = schedules.list_runs(svc, sched.id, owner=None)
     assert latest.batch_status == "completed"
+
+
+# ---- a scheduler killed mid-run -----------------------------------------------------------
+
+def _claim_only(svc: Services, sched: Any, at: float) -> int:
+    """What a scheduler killed right after claiming the slot leaves behind."""
+    from batchyard.db import schedules as repo
+
+    with svc.sessions.begin() as session:
+        return repo.insert_run(session, schedule_id=sched.id, fire_time=sched.next_fire_at,
+                               missed=0, now=at)
+
+
+def test_a_run_left_started_by_a_dead_scheduler_is_settled_as_failed(svc: Services) -> None:
+    from batchyard.services.schedule_runs import RUN_TIMEOUT_SECONDS
+
+    clock = Clock(T0)
+    sched = schedules.create_schedule(svc, _spec({"kind": "file", "file_id": _input_file(svc)}),
+                                      owner=None, now=clock)
+    _claim_only(svc, sched, at=(sched.next_fire_at or 0) + 1)
+    clock.now = (sched.next_fire_at or 0) + 2
+    assert schedules.tick(svc, now=clock).runs == []  # the slot is taken: no second batch
+    clock.advance(RUN_TIMEOUT_SECONDS + 1)
+    assert schedules.tick(svc, now=clock).recovered == 1
+    run = next(r for r in schedules.list_runs(svc, sched.id, owner=None)
+               if r.fire_time == sched.next_fire_at)
+    assert (run.status, run.batch_id) == ("failed", None)
+    assert "scheduler stopped" in (run.reason or "")
+
+
+def test_a_run_whose_batch_was_created_before_the_crash_is_settled_as_submitted(
+        svc: Services) -> None:
+    from batchyard.services import batches
+    from batchyard.services.schedule_runs import RUN_TIMEOUT_SECONDS, batch_metadata
+
+    clock = Clock(T0)
+    sched = schedules.create_schedule(svc, _spec({"kind": "file", "file_id": _input_file(svc)}),
+                                      owner=None, now=clock)
+    _claim_only(svc, sched, at=(sched.next_fire_at or 0) + 1)
+    batch = batches.create_batch(svc, owner=None, input_file_id=_input_file(svc),
+                                 endpoint="/v1/chat/completions",
+                                 metadata=batch_metadata(sched, sched.next_fire_at or 0))
+    clock.now = (sched.next_fire_at or 0) + RUN_TIMEOUT_SECONDS + 2
+    schedules.tick(svc, now=clock)
+    run = next(r for r in schedules.list_runs(svc, sched.id, owner=None)
+               if r.fire_time == sched.next_fire_at)
+    assert (run.status, run.batch_id) == ("submitted", batch.id)

@@ -358,3 +358,25 @@ def ended_batches_since(session: Session, *, since: float,
         BatchRow.status.in_(sorted(TERMINAL_BATCH_STATUSES)), BatchRow.updated_at >= since)
         .order_by(BatchRow.updated_at).limit(limit))
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def stale_started_runs(session: Session, *, before: float,
+                       limit: int = 100) -> list[ScheduleRunRecord]:
+    """Runs claimed before ``before`` that never recorded an outcome (their scheduler died)."""
+    rows = session.scalars(select(ScheduleRunRow).where(
+        ScheduleRunRow.status == "started", ScheduleRunRow.created_at < before)
+        .order_by(ScheduleRunRow.id).limit(limit))
+    return [to_run(r) for r in rows]
+
+
+def batch_created_for_run(session: Session, schedule_id: str, *, fire_time_iso: str,
+                          since: float) -> str | None:
+    """The batch a run created, found by the metadata the run put on it (after a crash)."""
+    rows = session.execute(select(BatchRow.id, BatchRow.metadata_).where(
+        BatchRow.created_at >= int(since)))
+    for batch_id, metadata in rows:
+        meta = metadata or {}
+        if (meta.get("batchyard_schedule_id") == schedule_id
+                and meta.get("batchyard_fire_time") == fire_time_iso):
+            return str(batch_id)
+    return None

@@ -21,6 +21,9 @@ from batchyard.services.schedule_sources import materialize
 
 logger = logging.getLogger(__name__)
 
+#: A run still "started" after this long lost its scheduler (killed mid-run).
+RUN_TIMEOUT_SECONDS = 3 * 3600.0
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -89,3 +92,27 @@ def observe_run_batches(svc: Any, *, now: float) -> int:
             notifications.announce_batch_end(svc, run.batch_id, now=now)
         ended += 1
     return ended
+
+
+def recover_interrupted_runs(svc: Any, *, now: float,
+                             timeout: float = RUN_TIMEOUT_SECONDS) -> int:
+    """Settle runs whose scheduler died after claiming them; returns how many.
+
+    If the run got as far as creating its batch (found by the metadata it put on it), the run
+    is recorded as submitted; otherwise as failed, so its history never shows a run "started"
+    forever. The slot itself is not fired again: its run row still holds the unique key.
+    """
+    with svc.sessions() as session:
+        stale = repo.stale_started_runs(session, before=now - timeout)
+    for run in stale:
+        with svc.sessions.begin() as session:
+            schedule = repo.get_schedule(session, run.schedule_id)
+            fired = batch_metadata(schedule, run.fire_time)["batchyard_fire_time"] \
+                if schedule is not None else ""
+            batch_id = repo.batch_created_for_run(session, run.schedule_id,
+                                                  fire_time_iso=fired, since=run.created_at - 60)
+            status = "submitted" if batch_id else "failed"
+            repo.finish_run(session, run.id, status=status, now=now, batch_id=batch_id,
+                            reason="recovered: the scheduler stopped during this run")
+        logger.warning("schedule.run.recovered", extra={"run_id": run.id, "status": status})
+    return len(stale)

@@ -213,6 +213,8 @@ class TickReport:
     ended: int = 0
     #: Ended batches with a metadata webhook announced by the sweep.
     announced: int = 0
+    #: Runs left "started" by a scheduler that died, now settled.
+    recovered: int = 0
 
 
 def tick(svc: Any, *, now: Clock = None) -> TickReport:
@@ -223,6 +225,7 @@ def tick(svc: Any, *, now: Clock = None) -> TickReport:
         due = repo.due_schedules(session, now_ts)
     for schedule in due:
         _tick_one(svc, schedule, now_ts, report)
+    report.recovered = schedule_runs.recover_interrupted_runs(svc, now=now_ts)
     report.ended = schedule_runs.observe_run_batches(svc, now=now_ts)
     report.announced = notifications.sweep_ended_batches(svc)
     return report
