@@ -405,3 +405,42 @@ def test_a_run_whose_batch_was_created_before_the_crash_is_settled_as_submitted(
     run = next(r for r in schedules.list_runs(svc, sched.id, owner=None)
                if r.fire_time == sched.next_fire_at)
     assert (run.status, run.batch_id) == ("submitted", batch.id)
+
+
+# ---- two scheduler processes --------------------------------------------------------------
+
+def _fire_in_process(url: str, data_dir: str, schedule_id: str, fire_time: int,
+                     barrier: Any, results: Any) -> None:
+    """A separate scheduler process: same database, its own engine and connections."""
+    services = build_services(schedule_settings(url, Path(data_dir)), nudge=Nudges())
+    try:
+        sched = schedules.get_schedule(services, schedule_id, owner=None)
+        barrier.wait(timeout=60)
+        run = schedules.fire_slot(services, sched, fire_time, now=fire_time + 1)
+        results.put(run.id if run is not None else None)
+    finally:
+        services.close()
+
+
+def test_two_scheduler_processes_firing_one_slot_make_one_batch(svc: Services,
+                                                                tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    sched = schedules.create_schedule(svc, _spec({"kind": "file", "file_id": _input_file(svc)}),
+                                      owner=None, now=T0)
+    url = str(svc.settings.database_url)
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_fire_in_process,
+                         args=(url, str(tmp_path), sched.id, sched.next_fire_at, barrier, results))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=90) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(o is None for o in outcomes) == [False, True]
+    runs = schedules.list_runs(svc, sched.id, owner=None)
+    assert len(runs) == 1 and runs[0].status == "submitted"
+    assert _batches_of(url, sched.id) == [runs[0].batch_id]
