@@ -35,6 +35,7 @@ __all__ = [
     "RequestLine",
     "iter_lines",
     "iter_output_lines",
+    "iter_part_lines",
     "iter_request_lines",
     "normalize_endpoint",
     "render_result_line",
@@ -161,7 +162,7 @@ class _Checker:
                            "model_mismatch")
 
     def check_custom_id(self, line_no: int, custom_id: str) -> None:
-        """Called once ``custom_id`` is in ``seen``: was it there before, or one too many?"""
+        """Raise if ``custom_id`` was seen on an earlier line, or is one request too many."""
         first = self.seen[custom_id]
         if first != line_no:
             raise _invalid(line_no, f'custom_id "{custom_id}" is used again (first on line '
@@ -258,7 +259,10 @@ def iter_request_lines(chunks: Iterable[bytes], *, endpoint: str | None = None,
             else:
                 _check_model(line_no, model, checker)
                 first_model = checker.model
-            if seen.setdefault(custom_id, line_no) != line_no or len(seen) == too_many:
+            if custom_id in seen:
+                checker.check_custom_id(line_no, custom_id)
+            seen[custom_id] = line_no
+            if too_many > 0 and len(seen) == too_many:
                 checker.check_custom_id(line_no, custom_id)
             n_bytes = len(line)
             est = n_bytes // 4 + 1 if n_bytes <= _WALK_ABOVE else estimate_tokens(body, n_bytes)
@@ -269,23 +273,32 @@ def iter_request_lines(chunks: Iterable[bytes], *, endpoint: str | None = None,
         raise JsonlError("the file contains no requests", code="empty_file")
 
 
+def _too_big(line: RequestLine, max_bytes: int) -> JsonlError:
+    return JsonlError(f"the request is {line.n_bytes + 1:,} bytes, more than a part may hold "
+                      f"({max_bytes:,})", line=line.line_no, code="invalid_request")
+
+
+def _check_bounds(max_requests: int, max_bytes: int) -> None:
+    if max_requests < 1 or max_bytes < 2:
+        raise ValueError("max_requests must be >= 1 and max_bytes >= 2")
+
+
 def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
                      max_bytes: int) -> Iterator[list[RequestLine]]:
     """Group lines into parts of at most ``max_requests`` lines and ``max_bytes`` bytes.
 
     Bytes count each line with its newline, as the uploaded part file will hold them. A
-    single line that alone exceeds ``max_bytes`` cannot go anywhere: JsonlError.
+    single line that alone exceeds ``max_bytes`` cannot go anywhere: JsonlError. Each part
+    is held in memory; :func:`iter_part_lines` draws the same boundaries without that.
     """
-    if max_requests < 1 or max_bytes < 2:
-        raise ValueError("max_requests must be >= 1 and max_bytes >= 2")
+    _check_bounds(max_requests, max_bytes)
     part: list[RequestLine] = []
     size = 0
     for line in lines:
         n = line.n_bytes + 1
         if size + n > max_bytes or len(part) == max_requests:
             if n > max_bytes:
-                raise JsonlError(f"the request is {n:,} bytes, more than a part may hold "
-                                 f"({max_bytes:,})", line=line.line_no, code="invalid_request")
+                raise _too_big(line, max_bytes)
             if part:
                 yield part
             part, size = [], 0
@@ -293,6 +306,28 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
         size += n
     if part:
         yield part
+
+
+def iter_part_lines(lines: Iterable[RequestLine], *, max_requests: int,
+                    max_bytes: int) -> Iterator[tuple[int, RequestLine]]:
+    """Yield ``(part_index, line)``: the boundaries of :func:`split_into_parts`, streamed.
+
+    ``part_index`` counts from 0 and grows by one at each new part. Nothing is buffered, so
+    memory stays flat however big the parts are (a consumer writes each line as it comes).
+    """
+    _check_bounds(max_requests, max_bytes)
+    index, count, size = 0, 0, 0
+    for line in lines:
+        n = line.n_bytes + 1
+        if size + n > max_bytes or count == max_requests:
+            if n > max_bytes:
+                raise _too_big(line, max_bytes)
+            if count:
+                index += 1
+            count, size = 0, 0
+        count += 1
+        size += n
+        yield index, line
 
 
 def rewrite_model(raw: bytes, model: str) -> bytes:

@@ -26,14 +26,18 @@ def iter_line_blocks(chunks: Iterable[bytes], *,
     done = 0  # lines yielded so far, for error line numbers
     for chunk in chunks:
         data = carry + chunk if carry else chunk
-        end = data.rfind(b"\n")
-        if end < 0:
+        if data.endswith(b"\n"):
+            lines, carry = _split(data), b""
+        elif b"\n" in data:
+            # Split the whole buffer (no copy of its complete part) and keep the unfinished
+            # last line for the next chunk; a "\r" it ended with may belong to "\r\n".
+            lines = _split(data)
+            carry = lines.pop() + (b"\r" if data.endswith(b"\r") else b"")
+        else:
             carry = data
             if max_line_bytes is not None and len(carry) > max_line_bytes + 1:
                 raise_line_too_long(done + 1, len(carry), max_line_bytes)
             continue
-        lines = _split(data[:end + 1])
-        carry = data[end + 1:]
         if max_line_bytes is not None:
             _check_lengths(lines, done, max_line_bytes)
         done += len(lines)
@@ -45,14 +49,15 @@ def iter_line_blocks(chunks: Iterable[bytes], *,
         yield [line]
 
 
-def _split(block: bytes) -> list[bytes]:
-    """Lines of a block that ends with ``\\n``."""
+def _split(data: bytes) -> list[bytes]:
+    """Lines of ``data``; a final line without ``\\n`` comes last (the caller decides)."""
     # splitlines also splits at a lone "\r", which JSON allows as whitespace inside a
-    # line; only trust it when every "\r" is part of a "\r\n".
-    if b"\r" not in block or block.count(b"\r") == block.count(b"\r\n"):
-        return block.splitlines()
-    lines = block.split(b"\n")
-    lines.pop()  # the empty piece after the final newline
+    # line; only trust it when every "\r" is part of a "\r\n" (or ends the data).
+    if b"\r" not in data or data.count(b"\r") == data.count(b"\r\n") + data.endswith(b"\r"):
+        return data.splitlines()
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the empty piece after a final newline
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from batchyard.domain.jsonl import (
     RequestLine,
     iter_lines,
+    iter_part_lines,
     iter_request_lines,
     normalize_endpoint,
     rewrite_model,
@@ -227,3 +229,36 @@ def test_rewrite_model_sets_body_model_and_keeps_the_rest() -> None:
     assert rewritten["body"]["model"] == "my-deployment"
     rewritten["body"]["model"] = original["body"]["model"]  # type: ignore[index]
     assert rewritten == original
+
+
+@pytest.mark.parametrize(("max_requests", "max_bytes"), [(1, 100), (3, 33), (4, 1000),
+                                                         (100, 12), (2, 20)])
+def test_streamed_part_boundaries_match_split_into_parts(max_requests: int,
+                                                         max_bytes: int) -> None:
+    lines = _lines([10, 10, 10, 30, 5, 5, 5, 5, 5, 9, 9, 1])
+    lines = [line for line in lines if line.n_bytes < max_bytes]
+    parts = list(split_into_parts(lines, max_requests=max_requests, max_bytes=max_bytes))
+    streamed = list(iter_part_lines(lines, max_requests=max_requests, max_bytes=max_bytes))
+    assert [line for _, line in streamed] == lines
+    assert [[line for i, line in streamed if i == k] for k in range(len(parts))] == parts
+    assert [i for i, _ in streamed] == sorted(i for i, _ in streamed)
+
+
+def test_streamed_parts_reject_a_line_bigger_than_a_part() -> None:
+    with pytest.raises(JsonlError) as info:
+        list(iter_part_lines(_lines([5, 50]), max_requests=10, max_bytes=50))
+    assert info.value.line == 2
+
+
+def test_chunked_line_splitting_matches_a_plain_split_at_random() -> None:
+    rng = random.Random(1)
+    alphabet = [b"a", b"{", b"\n", b"\r", b"\r\n", b" "]
+    for _ in range(3000):
+        data = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        expected = data.split(b"\n")
+        if expected[-1] == b"":
+            expected.pop()
+        expected = [line.removesuffix(b"\r") for line in expected]
+        cuts = sorted(rng.sample(range(len(data) + 1), k=min(len(data) + 1, rng.randint(0, 5))))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        assert [line for _, line in iter_lines(chunks)] == expected, (data, chunks)
