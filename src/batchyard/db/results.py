@@ -28,11 +28,39 @@ def _upsert(dialect: str) -> Insert:
     )
 
 
+_COLUMNS = ("batch_id", "custom_id", *_UPDATABLE)
+_PG_STAGE = "batchyard_results_in"
+
+
 def upsert_results(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert result rows in one executemany; conflicts on (batch_id, custom_id) are merged."""
-    if rows:
-        conn.execute(_upsert(conn.get_bind().dialect.name if isinstance(conn, Session)
-                             else conn.dialect.name), list(rows))
+    """Insert result rows in bulk; conflicts on (batch_id, custom_id) are merged.
+
+    PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT
+    (several times faster than multi-row VALUES). Elsewhere: one executemany.
+    """
+    if not rows:
+        return
+    connection = conn.connection() if isinstance(conn, Session) else conn
+    if connection.dialect.name == "postgresql":
+        _copy_upsert(connection, rows)
+    else:
+        connection.execute(_upsert(connection.dialect.name), list(rows))
+
+
+def _copy_upsert(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    raw: Any = connection.connection.driver_connection
+    cols = ", ".join(_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATABLE)
+    with raw.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
+                    f"(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(f"TRUNCATE {_PG_STAGE}")  # a retried transaction must not see old rows
+        with cur.copy(f"COPY {_PG_STAGE} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[c] for c in _COLUMNS))
+        cur.execute(f"INSERT INTO results ({cols}) SELECT {cols} FROM {_PG_STAGE} "
+                    f"ON CONFLICT (batch_id, custom_id) DO UPDATE SET {updates} "
+                    f"WHERE EXCLUDED.attempt > results.attempt")
 
 
 def iter_batch_results(session: Session, batch_id: str, *, ok: bool | None = None,

@@ -76,7 +76,7 @@ def _finish(svc: Services, part: PartRow, follow_up: tuple[list[str], bool]) -> 
 
 
 def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
-    index = _request_index(svc, part.id)
+    index = request_index(svc, part.id)
     written = 0
     for file_id in (part.provider_output_file_id, part.provider_error_file_id):
         if file_id:
@@ -85,7 +85,8 @@ def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
     return written
 
 
-def _request_index(svc: Services, part_id: str) -> dict[str, tuple[int, int]]:
+def request_index(svc: Services, part_id: str) -> dict[str, tuple[int, int]]:
+    """custom_id -> (line_no, attempt) of the part's requests (what output lines map to)."""
     stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt).where(
         RequestRow.part_id == part_id)
     with svc.sessions() as session:
@@ -95,22 +96,27 @@ def _request_index(svc: Services, part_id: str) -> dict[str, tuple[int, int]]:
 def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str,
                  index: dict[str, tuple[int, int]]) -> int:
     provider = svc.providers.for_deployment(str(part.deployment))
-    cfg = svc.settings.pipeline
-    retry_cancelled = False  # user cancels keep batch_cancelled as the final answer
-    written = 0
     with tempfile.TemporaryFile() as tmp:
-        provider.download_file(file_id, tmp)
+        provider.download_file(file_id, tmp)  # streamed to disk, never held in memory
         tmp.seek(0)
-        rows: list[dict[str, Any]] = []
-        for line in iter_output_lines(_chunks(tmp), retry_cancelled=retry_cancelled):
-            row = _row(batch, part, line, index, cfg.max_request_attempts)
-            if row is not None:
-                rows.append(row)
-            if len(rows) >= cfg.ingest_batch_rows:
-                written += _flush(svc, part.id, rows)
-                crash_point(svc.settings, "mid_ingest")
-        written += _flush(svc, part.id, rows)
-    return written
+        return ingest_stream(svc, part, batch, tmp, index)
+
+
+def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes],
+                  index: dict[str, tuple[int, int]]) -> int:
+    """Parse a provider output/error file and upsert its result rows in bulk batches."""
+    cfg = svc.settings.pipeline
+    written = 0
+    rows: list[dict[str, Any]] = []
+    # A user's cancel keeps batch_cancelled as the final answer (no retry).
+    for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
+        row = _row(batch, part, line, index, cfg.max_request_attempts)
+        if row is not None:
+            rows.append(row)
+        if len(rows) >= cfg.ingest_batch_rows:
+            written += _flush(svc, part.id, rows)
+            crash_point(svc.settings, "mid_ingest")
+    return written + _flush(svc, part.id, rows)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
