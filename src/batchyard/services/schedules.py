@@ -224,7 +224,10 @@ def tick(svc: Any, *, now: Clock = None) -> TickReport:
     with svc.sessions() as session:
         due = repo.due_schedules(session, now_ts)
     for schedule in due:
-        _tick_one(svc, schedule, now_ts, report)
+        try:
+            _tick_one(svc, schedule, now_ts, report)
+        except Exception:  # one broken schedule must not stop the others
+            logger.exception("schedule.tick.failed", extra={"schedule_id": schedule.id})
     report.recovered = schedule_runs.recover_interrupted_runs(svc, now=now_ts)
     report.ended = schedule_runs.observe_run_batches(svc, now=now_ts)
     report.announced = notifications.sweep_ended_batches(svc)
