@@ -444,3 +444,17 @@ def test_two_scheduler_processes_firing_one_slot_make_one_batch(svc: Services,
     runs = schedules.list_runs(svc, sched.id, owner=None)
     assert len(runs) == 1 and runs[0].status == "submitted"
     assert _batches_of(url, sched.id) == [runs[0].batch_id]
+
+
+def test_a_broken_schedule_does_not_stop_the_others(svc: Services) -> None:
+    clock = Clock(T0)
+    good = schedules.create_schedule(svc, _spec({"kind": "file", "file_id": _input_file(svc)}),
+                                     owner=None, now=clock)
+    bad = schedules.create_schedule(svc, _spec({"kind": "file", "file_id": _input_file(svc)}),
+                                    owner=None, now=clock)
+    with svc.engine.begin() as conn:  # e.g. a zone removed from the host's tz database
+        conn.execute(sa.text("UPDATE schedules SET timezone='Gone/Zone' WHERE id=:id"),
+                     {"id": bad.id})
+    clock.now = (good.next_fire_at or 0) + 1
+    report = schedules.tick(svc, now=clock)
+    assert [r.schedule_id for r in report.runs] == [good.id]
