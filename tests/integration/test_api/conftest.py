@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,29 @@ def api_database(postgres_url: str) -> str:
     """The session's PostgreSQL database, migrated to head."""
     upgrade(postgres_url)
     return postgres_url
+
+
+@pytest.fixture()
+def isolated_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one worker test.
+
+    Worker tests leave batches in flight on purpose; a worker's sweep scans the whole
+    database, so each of them gets its own rather than meeting another test's leftovers.
+    """
+    import sqlalchemy as sa
+
+    admin_url, _, base = postgres_url.rpartition("/")
+    name = f"{base}_w{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{admin_url}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade(f"{admin_url}/{name}")
+        yield f"{admin_url}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture()

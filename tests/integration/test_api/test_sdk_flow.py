@@ -45,11 +45,12 @@ class Stack:
 
 
 @pytest.fixture()
-def stack(make_settings: Callable[..., Settings]) -> Iterator[Stack]:
+def stack(make_settings: Callable[..., Settings], isolated_database: str) -> Iterator[Stack]:
     config = EmulatorConfig(flavor="openai", validation_delay=0.05, finalize_delay=0.05,
                             cancel_grace=0.1, request_latency=0.02)
     with EmulatorServer(config) as emulator:
-        settings = make_settings(openai_api_key=SecretStr("sk-emulated"),
+        settings = make_settings(database_url=isolated_database,
+                                 openai_api_key=SecretStr("sk-emulated"),
                                  openai_api_base=f"{emulator.base_url}/v1")
         with WorkerProcess(settings) as worker, ApiServer(create_app(settings)) as server:
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=MASTER,
