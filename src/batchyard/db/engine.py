@@ -30,6 +30,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Worker threads plus the poll tick's thread pool share one engine per process.
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 30)
     return create_engine(url, **kwargs)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, select
+from sqlalchemy import Connection, Insert, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from batchyard.db.bulk import connection_of, copy_rows
 from batchyard.db.models import ResultRow
 
 _UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
@@ -40,7 +41,7 @@ def upsert_results(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -
     """
     if not rows:
         return
-    connection = conn.connection() if isinstance(conn, Session) else conn
+    connection = connection_of(conn)
     if connection.dialect.name == "postgresql":
         _copy_upsert(connection, rows)
     else:
@@ -55,27 +56,36 @@ def _copy_upsert(connection: Connection, rows: Sequence[dict[str, Any]]) -> None
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
                     f"(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         cur.execute(f"TRUNCATE {_PG_STAGE}")  # a retried transaction must not see old rows
-        with cur.copy(f"COPY {_PG_STAGE} ({cols}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(tuple(row[c] for c in _COLUMNS))
+    copy_rows(connection, _PG_STAGE, _COLUMNS, rows)
+    with raw.cursor() as cur:
         cur.execute(f"INSERT INTO results ({cols}) SELECT {cols} FROM {_PG_STAGE} "
                     f"ON CONFLICT (batch_id, custom_id) DO UPDATE SET {updates} "
                     f"WHERE EXCLUDED.attempt > results.attempt")
 
 
+#: The columns a rendered result line (or an export) needs.
+RESULT_COLUMNS = (ResultRow.batch_id, ResultRow.custom_id, ResultRow.line_no, ResultRow.ok,
+                  ResultRow.status_code, ResultRow.provider_request_id, ResultRow.response_body,
+                  ResultRow.error_code, ResultRow.error_message, ResultRow.input_tokens,
+                  ResultRow.output_tokens, ResultRow.attempt)
+
+
 def iter_batch_results(session: Session, batch_id: str, *, ok: bool | None = None,
-                       page_rows: int = 2_000) -> Iterator[ResultRow]:
-    """Result rows of a batch in input order, fetched page by page (bounded memory)."""
+                       page_rows: int = 5_000) -> Iterator[Row[Any]]:
+    """Result rows of a batch in input order, page by page (bounded memory).
+
+    Plain rows (attribute access by column name), not ORM objects: rendering 200,000 of
+    them is several times faster without the identity map.
+    """
     last_line = -1
     while True:
-        stmt = (select(ResultRow).where(ResultRow.batch_id == batch_id,
-                                        ResultRow.line_no > last_line)
+        stmt = (select(*RESULT_COLUMNS).where(ResultRow.batch_id == batch_id,
+                                              ResultRow.line_no > last_line)
                 .order_by(ResultRow.line_no).limit(page_rows))
         if ok is not None:
             stmt = stmt.where(ResultRow.ok.is_(ok))
-        rows = session.scalars(stmt).all()
+        rows: Sequence[Row[Any]] = session.execute(stmt).all()  # type: ignore[assignment]
         if not rows:
             return
         yield from rows
         last_line = rows[-1].line_no
-        session.expunge_all()

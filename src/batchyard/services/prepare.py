@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from batchyard.db.models import BatchRow, FileRow, PartRow, RequestRow
+from batchyard.db.bulk import insert_requests
+from batchyard.db.models import BatchRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestLine, iter_request_lines, split_into_parts
 from batchyard.errors import JsonlError
@@ -101,7 +101,7 @@ def _store_part(session: Session, batch_id: str, seq: int, lines: list[RequestLi
              "body": ln.raw.decode("utf-8"), "part_id": part_id, "attempt": 1,
              "state": "pending"}
             for ln in lines[start:start + chunk_rows]]
-        session.execute(insert(RequestRow), rows)
+        insert_requests(session, rows)
     return part_id
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import ResultRow
@@ -11,7 +13,7 @@ from batchyard.db.results import iter_batch_results
 from batchyard.domain.jsonl import render_result_line
 
 
-def render_row(row: ResultRow) -> bytes:
+def render_row(row: ResultRow | Row[Any]) -> bytes:
     """One line of an output/error file for a result row."""
     return render_result_line(
         batch_id=row.batch_id, custom_id=row.custom_id, status_code=row.status_code,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import DeploymentStateRow, PartRow
@@ -44,22 +46,26 @@ def pick_deployment(svc: Services, session: Session, *, model: str | None,
 
 def block_deployment(session: Session, deployment_id: str, until: float) -> None:
     """Give a deployment no new parts before ``until`` (after token_limit_exceeded)."""
-    row = session.get(DeploymentStateRow, deployment_id, with_for_update=True)
-    if row is None:
-        session.add(DeploymentStateRow(deployment_id=deployment_id, blocked_until=until,
-                                       counter=0, updated_at=time.time()))
-    else:
-        row.blocked_until = max(row.blocked_until or 0.0, until)
-        row.updated_at = time.time()
+    stmt = _insert(session)(DeploymentStateRow).values(
+        deployment_id=deployment_id, blocked_until=until, counter=0, updated_at=time.time())
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[DeploymentStateRow.deployment_id],
+        set_={"blocked_until": func.max(func.coalesce(DeploymentStateRow.blocked_until, 0), until)
+              if session.get_bind().dialect.name == "sqlite"
+              else func.greatest(DeploymentStateRow.blocked_until, until),
+              "updated_at": time.time()}))
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _bump_counter(session: Session) -> int:
-    moved = session.execute(update(DeploymentStateRow)
-                            .where(DeploymentStateRow.deployment_id == ROUTER_ROW)
-                            .values(counter=DeploymentStateRow.counter + 1)
-                            .returning(DeploymentStateRow.counter)).scalar()
-    if moved is not None:
-        return int(moved)
-    session.add(DeploymentStateRow(deployment_id=ROUTER_ROW, counter=1, updated_at=time.time()))
-    session.flush()
-    return 1
+    # One atomic upsert: two workers choosing at once must not both insert the row.
+    stmt = _insert(session)(DeploymentStateRow).values(deployment_id=ROUTER_ROW, counter=1,
+                                             updated_at=time.time())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[DeploymentStateRow.deployment_id],
+        set_={"counter": DeploymentStateRow.counter + 1})
+    return int(session.execute(stmt.returning(DeploymentStateRow.counter)).scalar_one())

@@ -1,0 +1,39 @@
+"""Bulk inserts: COPY on PostgreSQL (several times faster than multi-row VALUES),
+executemany elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, insert
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import RequestRow
+
+_REQUEST_COLUMNS = ("batch_id", "custom_id", "line_no", "body", "part_id", "attempt", "state")
+
+
+def connection_of(conn: Session | Connection) -> Connection:
+    """The Connection in use (a Session's current transaction's)."""
+    return conn.connection() if isinstance(conn, Session) else conn
+
+
+def copy_rows(connection: Connection, table: str, columns: Sequence[str],
+              rows: Sequence[dict[str, Any]]) -> None:
+    """``COPY table (columns) FROM STDIN`` inside the current transaction (PostgreSQL)."""
+    raw: Any = connection.connection.driver_connection
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+        for row in rows:
+            cp.write_row(tuple(row[c] for c in columns))
+
+
+def insert_requests(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert request rows (one per input line) in bulk."""
+    if not rows:
+        return
+    connection = connection_of(conn)
+    if connection.dialect.name == "postgresql":
+        copy_rows(connection, "requests", _REQUEST_COLUMNS, rows)
+    else:
+        connection.execute(insert(RequestRow), list(rows))
