@@ -56,6 +56,13 @@ class Workers:
         self.procs.append(proc)
         return proc
 
+    def task_errors(self) -> list[str]:
+        """Log lines of tasks that raised (a healthy run has none)."""
+        if not self.log.exists():
+            return []
+        return [line for line in self.log.read_text(errors="replace").splitlines()
+                if "raised unexpected" in line]
+
     def stop_all(self) -> None:
         """Stop every worker started here."""
         for proc in self.procs:

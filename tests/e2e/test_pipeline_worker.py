@@ -55,6 +55,7 @@ def test_happy_path_on_redis_and_postgres_splits_into_parts_with_one_result_each
         (row,) = results[f"r{i}"]
         assert row["ok"] and f"question number {i}" in row["response_body"]
     assert _assert_one_upload_and_batch_per_part(emulator) == 3
+    assert workers.task_errors() == []
 
 
 @pytest.mark.postgres
@@ -75,6 +76,7 @@ def test_failed_requests_are_retried_to_success_and_4xx_are_kept(
         "ok-1": (True, 1), "flaky": (True, 2), "limited": (True, 3), "bad": (False, 1)}
     assert results["bad"][0]["status_code"] == 400
     assert (final.request_counts.completed, final.request_counts.failed) == (3, 1)
+    assert workers.task_errors() == []
 
 
 @pytest.mark.postgres
@@ -156,3 +158,4 @@ def test_happy_path_on_the_embedded_default_sqlite_and_embedded_broker(
     assert all(len(rows) == 1 and f"text {cid[1:]}" in rows[0]["response_body"]
                for cid, rows in results.items())
     assert _assert_one_upload_and_batch_per_part(emulator) == 3
+    assert workers.task_errors() == []
