@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import sqlalchemy as sa
 
 MASTER = "sk-bench-master"
@@ -281,12 +282,15 @@ def measure(args: argparse.Namespace, api: str, emu: str, api_pid: int, emu_pid:
     make_big_jsonl(big, args.upload_mb * MB)
     size_mb = big.stat().st_size / MB
     for name, base, pid in (("batchyard", api, api_pid), ("emulator", emu, emu_pid)):
-        idle = vm_rss_mb(pid)
-        reset_peak(pid)
+        # With --workers N the uvicorn parent only supervises; the children serve.
+        pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+        idle = max(vm_rss_mb(p) for p in pids)
+        for p in pids:
+            reset_peak(p)
         _, seconds = upload(base, "/v1", big)
-        peak = vm_hwm_mb(pid)
+        peak = max(vm_hwm_mb(p) for p in pids)
         print(f"upload {size_mb:.0f} MB to {name:<9}: {seconds:6.2f} s "
-              f"({size_mb / seconds:6.1f} MB/s), server RSS idle {idle:6.1f} MB, "
+              f"({size_mb / seconds:6.1f} MB/s), serving process RSS before {idle:6.1f} MB, "
               f"peak {peak:6.1f} MB (target < 150 MB)")
 
 

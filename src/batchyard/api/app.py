@@ -78,9 +78,10 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     for prefix, provider in ROUTE_PREFIXES:
         documented = prefix == "/v1"
-        app.include_router(files.build_router(provider), prefix=prefix,
-                           include_in_schema=documented)
+        # Batches first: their GET is the hottest route, and routes match in order.
         app.include_router(batches.build_router(provider), prefix=prefix,
+                           include_in_schema=documented)
+        app.include_router(files.build_router(provider), prefix=prefix,
                            include_in_schema=documented)
     app.include_router(schedules.build_router())
     app.include_router(admin.build_admin_router())
