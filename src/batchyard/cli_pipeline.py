@@ -111,10 +111,21 @@ def start_worker_process(env: dict[str, str], *, concurrency: int = 4, beat: boo
         cmd.append("--beat")
     if log is None:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when the process that started it dies, however it dies
+    (uvicorn re-raises SIGTERM after its shutdown, so a ``finally`` is not enough)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
