@@ -122,3 +122,18 @@ def test_ingesting_the_same_output_twice_changes_nothing(
     assert results_by_custom_id(driver.svc.engine, final.id) == before
     assert _scalar(driver, "SELECT count(*) FROM results") == 6
     assert _scalar(driver, "SELECT count(*) FROM parts WHERE status = 'ingested'") == 2
+
+
+def test_the_sweep_renudges_work_whose_messages_were_lost(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    lines = [request_line(f"l{i}") for i in range(5)]
+    batch = batch_service.create_batch(driver.svc, owner=None,
+                                       input_file_id=upload(driver.svc, jsonl(lines)),
+                                       endpoint="/v1/chat/completions")
+    driver.queue.clear()  # the broker was flushed: the prepare nudge is gone
+    driver.run_until(lambda: _scalar(driver, "SELECT count(*) FROM parts") == 2)
+    driver.queue.clear()  # and again: both submit nudges are gone
+    final = driver.run_until(lambda: (b := batch_service.get_batch(
+        driver.svc, batch.id, owner=None)).status == "completed" and b)
+    assert final.request_counts.completed == 5
+    assert emulator.emulator.stats()["batches_created"] == 2

@@ -24,6 +24,7 @@ from batchyard.domain.jsonl import OutputLine, iter_output_lines
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
+from batchyard.services.state import request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def _fail_validation(svc: Services, part: PartRow) -> None:
     with svc.sessions.begin() as session:
         transition_part(session, part.id, "ingesting", "failed",
                         reason="provider rejected the part's input")
-        from batchyard.services.state import request_finalize_if_done
-
         finalize = request_finalize_if_done(session, part.batch_id)
     if finalize:
         svc.nudge("finalize", part.batch_id)

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import IO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -180,14 +181,14 @@ def _find_batch(provider: SyncProviderClient, part_id: str) -> ProviderBatch | N
     return None
 
 
-def _write_part_file(svc: Services, part: PartRow, dep: Deployment, out: object) -> None:
+def _write_part_file(svc: Services, part: PartRow, dep: Deployment, out: IO[bytes]) -> None:
     stmt = (select(RequestRow.body).where(RequestRow.part_id == part.id)
             .order_by(RequestRow.line_no).execution_options(yield_per=2_000))
     with svc.sessions() as session:
         for body in session.scalars(stmt):
             raw = body.encode("utf-8")
             line = rewrite_model(raw, dep.model) if dep.rewrites_model else raw
-            out.write(line + b"\n")  # type: ignore[attr-defined]
+            out.write(line + b"\n")
 
 
 def _retry_later(svc: Services, part_id: str, exc: ProviderTransientError) -> None:

@@ -59,12 +59,13 @@ def sweep(svc: Services, *, limit: int = 500) -> SweepReport:
         report.nudged["ingest"] = list(session.scalars(
             select(PartRow.id).where(PartRow.status == INGEST_STATUS,
                                      PartRow.next_poll_at <= overdue).limit(limit)))
-        for task, stages in (("prepare", [STAGE_ACCEPTED]), ("finalize", [STAGE_FINALIZING])):
-            report.nudged[task] = list(session.scalars(
-                select(BatchRow.id).where(BatchRow.stage.in_(stages),
-                                          BatchRow.cancel_requested.is_(False)
-                                          if task == "prepare" else BatchRow.id.is_not(None),
-                                          BatchRow.due_at <= overdue).limit(limit)))
+        report.nudged["prepare"] = list(session.scalars(
+            select(BatchRow.id).where(BatchRow.stage == STAGE_ACCEPTED,
+                                      BatchRow.cancel_requested.is_(False),
+                                      BatchRow.due_at <= overdue).limit(limit)))
+        report.nudged["finalize"] = list(session.scalars(
+            select(BatchRow.id).where(BatchRow.stage == STAGE_FINALIZING,
+                                      BatchRow.due_at <= overdue).limit(limit)))
         report.nudged["cancel"] = list(session.scalars(
             select(BatchRow.id).where(BatchRow.stage.in_([STAGE_ACCEPTED, STAGE_RUNNING]),
                                       BatchRow.cancel_requested.is_(True),
