@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +20,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from batchyard.api.app import create_app
+from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
 from batchyard.config import PipelineSettings, Settings
 from batchyard.db.migrate import upgrade
 from batchyard.services.container import Services, build_services
@@ -198,53 +196,35 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 60.0, interval: float
         time.sleep(interval)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that rebuilds ``settings`` in a worker subprocess."""
-    env = {"BATCHYARD_DATABASE_URL": settings.effective_database_url,
-           "BATCHYARD_BROKER_URL": settings.effective_broker_url,
-           "BATCHYARD_DATA_DIR": str(settings.data_dir)}
-    for name, value in settings.pipeline.model_dump().items():
-        env[f"BATCHYARD_PIPELINE__{name.upper()}"] = str(value)
-    secrets_and_urls = {"OPENAI_API_KEY": settings.openai_api_key,
-                        "OPENAI_API_BASE": settings.openai_api_base,
-                        "AZURE_API_KEY": settings.azure_api_key,
-                        "AZURE_API_BASE": settings.azure_api_base,
-                        "AZURE_API_VERSION": settings.azure_api_version,
-                        "BATCHYARD_CONFIG_FILE": settings.config_file}
-    for name, value in secrets_and_urls.items():
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The pipeline's own ``settings_env`` plus what the API tests add (Azure, config.yaml)."""
+    env = settings_env(settings)
+    extra = {"BATCHYARD_AZURE_API_KEY": settings.azure_api_key,
+             "BATCHYARD_AZURE_API_BASE": settings.azure_api_base,
+             "BATCHYARD_AZURE_API_VERSION": settings.azure_api_version,
+             "BATCHYARD_CONFIG_FILE": settings.config_file}
+    for name, value in extra.items():
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[name] = "" if value is None else str(value)
+        if value is not None:
+            env[name] = str(value)
     return env
 
 
 class WorkerProcess:
-    """A real Celery worker (with beat) in a subprocess, started through the pipeline's own
-    entry point (``batchyard.worker.run.run_worker``) with the test's settings in env."""
+    """A real worker (with beat), started the pipeline's way (``start_worker_process``)."""
 
     def __init__(self, settings: Settings, *, concurrency: int = 4) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("BATCHYARD_", "OPENAI_", "AZURE_"))}
-        env.update({k: v for k, v in settings_env(settings).items() if v != ""})
-        code = ("from batchyard.worker.run import run_worker; "
-                f"run_worker(concurrency={concurrency}, beat=True, loglevel='WARNING')")
-        self._log = (settings.data_dir / "worker.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-c", code], env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = settings.data_dir / "worker.log"
+        self.process = start_worker_process(worker_env(settings), concurrency=concurrency,
+                                            beat=True, loglevel="WARNING", log=self._log)
 
     def log(self) -> str:
         """What the worker printed (for failure messages)."""
-        self._log.flush()
-        return Path(self._log.name).read_text(errors="replace")[-4000:]
+        return self._log.read_text(errors="replace")[-4000:] if self._log.exists() else ""
 
     def __enter__(self) -> WorkerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
+        stop_process(self.process)
