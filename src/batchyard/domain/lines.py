@@ -23,25 +23,34 @@ def iter_line_blocks(chunks: Iterable[bytes], *,
     endless line is not buffered past the limit).
     """
     carry = b""
+    gathered: list[bytes] = []  # pieces of one long line (joined once, not re-copied)
+    gathered_len = 0
     done = 0  # lines yielded so far, for error line numbers
     for chunk in chunks:
-        data = carry + chunk if carry else chunk
-        if data.endswith(b"\n"):
-            lines, carry = _split(data), b""
-        elif b"\n" in data:
-            # Split the whole buffer (no copy of its complete part) and keep the unfinished
-            # last line for the next chunk; a "\r" it ended with may belong to "\r\n".
-            lines = _split(data)
-            carry = lines.pop() + (b"\r" if data.endswith(b"\r") else b"")
-        else:
-            carry = data
-            if max_line_bytes is not None and len(carry) > max_line_bytes + 1:
-                raise_line_too_long(done + 1, len(carry), max_line_bytes)
+        if b"\n" not in chunk:  # no line ends here: keep gathering
+            gathered.append(chunk)
+            gathered_len += len(chunk)
+            if max_line_bytes is not None and len(carry) + gathered_len > max_line_bytes + 1:
+                raise_line_too_long(done + 1, len(carry) + gathered_len, max_line_bytes)
             continue
+        if gathered:
+            carry = b"".join([carry, *gathered])
+            gathered, gathered_len = [], 0
+        lines = _split(chunk)
+        if carry:  # join the unfinished line to its end; copying only that line
+            if carry.endswith(b"\r") and chunk.startswith(b"\n"):
+                carry = carry[:-1]  # a "\r\n" cut between two chunks
+            lines[0] = carry + lines[0]
+        if chunk.endswith(b"\n"):
+            carry = b""
+        else:  # the last piece is unfinished; a "\r" it ended with may begin a "\r\n"
+            carry = lines.pop() + (b"\r" if chunk.endswith(b"\r") else b"")
         if max_line_bytes is not None:
             _check_lengths(lines, done, max_line_bytes)
         done += len(lines)
         yield lines
+    if gathered:
+        carry = b"".join([carry, *gathered])
     if carry:
         line = carry[:-1] if carry.endswith(b"\r") else carry
         if max_line_bytes is not None:

@@ -11,7 +11,7 @@ import pytest
 from batchyard.domain.jsonl import (
     RequestLine,
     iter_lines,
-    iter_part_lines,
+    iter_part_batches,
     iter_request_lines,
     normalize_endpoint,
     rewrite_model,
@@ -231,23 +231,54 @@ def test_rewrite_model_sets_body_model_and_keeps_the_rest() -> None:
     assert rewritten == original
 
 
-@pytest.mark.parametrize(("max_requests", "max_bytes"), [(1, 100), (3, 33), (4, 1000),
-                                                         (100, 12), (2, 20)])
-def test_streamed_part_boundaries_match_split_into_parts(max_requests: int,
-                                                         max_bytes: int) -> None:
-    lines = _lines([10, 10, 10, 30, 5, 5, 5, 5, 5, 9, 9, 1])
-    lines = [line for line in lines if line.n_bytes < max_bytes]
-    parts = list(split_into_parts(lines, max_requests=max_requests, max_bytes=max_bytes))
-    streamed = list(iter_part_lines(lines, max_requests=max_requests, max_bytes=max_bytes))
-    assert [line for _, line in streamed] == lines
-    assert [[line for i, line in streamed if i == k] for k in range(len(parts))] == parts
-    assert [i for i, _ in streamed] == sorted(i for i, _ in streamed)
+def reference_parts(sizes: list[int], max_requests: int, max_bytes: int) -> list[list[int]]:
+    """The splitting rule, one line at a time: close a part when the next line won't fit."""
+    parts: list[list[int]] = []
+    for i, n in enumerate(sizes):
+        if not parts or len(parts[-1]) == max_requests or \
+                sum(sizes[j] + 1 for j in parts[-1]) + n + 1 > max_bytes:
+            parts.append([])
+        parts[-1].append(i)
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_parts_and_streamed_batches_follow_the_rule_at_random(seed: int) -> None:
+    rng = random.Random(seed)
+    max_bytes = rng.choice([60, 200, 1000, 5000])
+    max_requests = rng.choice([1, 3, 7, 100, 300, 1000])
+    sizes = [rng.randint(1, max_bytes - 1) if rng.random() < 0.1 else rng.randint(1, 20)
+             for _ in range(rng.randint(0, 1500))]
+    lines = _lines(sizes)
+    expected = [[lines[i] for i in part] for part in reference_parts(sizes, max_requests,
+                                                                     max_bytes)]
+    assert list(split_into_parts(lines, max_requests=max_requests,
+                                 max_bytes=max_bytes)) == expected
+    batch_size = rng.choice([1, 5, 64, 1000])
+    batches = list(iter_part_batches(iter(lines), max_requests=max_requests,
+                                     max_bytes=max_bytes, batch_size=batch_size))
+    assert all(0 < len(batch) <= batch_size for _, batch in batches)
+    regrouped: list[list[RequestLine]] = []
+    for index, batch in batches:
+        if index == len(regrouped):
+            regrouped.append([])
+        assert index == len(regrouped) - 1  # indexes count up by one, never skip
+        regrouped[-1] += batch
+    assert regrouped == expected
 
 
 def test_streamed_parts_reject_a_line_bigger_than_a_part() -> None:
     with pytest.raises(JsonlError) as info:
-        list(iter_part_lines(_lines([5, 50]), max_requests=10, max_bytes=50))
+        list(iter_part_batches(_lines([5, 50]), max_requests=10, max_bytes=50))
     assert info.value.line == 2
+
+
+@pytest.mark.parametrize("kwargs", [{"max_requests": 0, "max_bytes": 10},
+                                    {"max_requests": 1, "max_bytes": 1},
+                                    {"max_requests": 1, "max_bytes": 10, "batch_size": 0}])
+def test_nonsense_bounds_are_refused(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        list(iter_part_batches(_lines([1]), **kwargs))
 
 
 def test_chunked_line_splitting_matches_a_plain_split_at_random() -> None:
@@ -262,3 +293,112 @@ def test_chunked_line_splitting_matches_a_plain_split_at_random() -> None:
         cuts = sorted(rng.sample(range(len(data) + 1), k=min(len(data) + 1, rng.randint(0, 5))))
         chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         assert [line for _, line in iter_lines(chunks)] == expected, (data, chunks)
+
+
+# ---- long files: the bulk path (runs of 100 lines after the first) must agree with the
+# ---- precise per-line path on every line and every error.
+
+def long_file(n: int = 400) -> list[bytes]:
+    return [orjson.dumps(req(f"id-{i}", content="text " * (i % 7))) for i in range(n)]
+
+
+def precise_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchyard.domain import inputs
+
+    monkeypatch.setattr(inputs._Validator, "bulk", lambda self, lines, first_no: None)
+
+
+@pytest.mark.parametrize("chunk", [100, 4096, 1 << 20])
+def test_bulk_and_precise_paths_yield_identical_lines(monkeypatch: pytest.MonkeyPatch,
+                                                      chunk: int) -> None:
+    from batchyard.domain import inputs
+
+    data = b"\n".join(long_file()) + b"\n"
+    bulk_runs: list[int] = []
+    real_bulk = inputs._Validator.bulk
+
+    def counting(self: inputs._Validator, lines: list[bytes],
+                 first_no: int) -> list[RequestLine] | None:
+        result = real_bulk(self, lines, first_no)
+        bulk_runs.append(len(result or []))
+        return result
+
+    monkeypatch.setattr(inputs._Validator, "bulk", counting)
+    fast = list(iter_request_lines(chunked(data, chunk), endpoint="/v1/chat/completions"))
+    assert sum(bulk_runs) >= 250  # most lines really went through the bulk path
+    precise_only(monkeypatch)
+    slow = list(iter_request_lines(chunked(data, chunk), endpoint="/v1/chat/completions"))
+    assert fast == slow
+    assert [line.line_no for line in fast] == list(range(1, 401))
+    assert len({id(line.url) for line in fast}) == 1  # one shared url string
+
+
+FAULTS: list[tuple[str, object, str]] = [
+    ("bad json", b'{"custom_id": "x",', "invalid_json_line"),
+    ("not an object", b"[1]", "invalid_request"),
+    ("empty id", {**req("x"), "custom_id": ""}, "invalid_request"),
+    ("bool id", {**req("x"), "custom_id": True}, "invalid_request"),
+    ("no id", {k: v for k, v in req("x").items() if k != "custom_id"}, "invalid_request"),
+    ("GET", {**req("x"), "method": "GET"}, "invalid_request"),
+    ("list method", {**req("x"), "method": ["POST"]}, "invalid_request"),
+    ("other url", req("x", url="/v1/embeddings"), "url_mismatch"),
+    ("dict url", {**req("x"), "url": {"a": 1}}, "invalid_request"),
+    ("body list", {**req("x"), "body": []}, "invalid_request"),
+    ("no model", {**req("x"), "body": {"messages": []}}, "invalid_request"),
+    ("other model", req("x", model="gpt-4o"), "model_mismatch"),
+    ("dict model", req("x", model={"m": 1}), "invalid_request"),  # type: ignore[arg-type]
+    ("dup of early", req("id-3"), "duplicate_custom_id"),
+    ("dup of near", req("id-249"), "duplicate_custom_id"),
+]
+
+
+@pytest.mark.parametrize(("name", "fault", "code"), FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize("precise", [False, True], ids=["bulk", "precise"])
+def test_faults_deep_in_a_long_file(monkeypatch: pytest.MonkeyPatch, name: str,
+                                    fault: object, code: str, precise: bool) -> None:
+    if precise:
+        precise_only(monkeypatch)
+    lines = long_file()
+    lines[250] = fault if isinstance(fault, bytes) else orjson.dumps(fault)
+    lines[330] = b"{also bad"  # a later error must not win
+    with pytest.raises(JsonlError) as info:
+        list(iter_request_lines([b"\n".join(lines)], endpoint="/v1/chat/completions"))
+    assert (info.value.line, info.value.code) == (251, code)
+    if name.startswith("dup"):
+        first = 4 if name == "dup of early" else 250
+        assert f"first on line {first})" in str(info.value)
+
+
+def test_blank_and_whitespace_lines_deep_in_a_file_keep_numbering() -> None:
+    lines = long_file()
+    lines[150] = b""
+    lines[260] = b"  \t"
+    got = list(iter_request_lines([b"\r\n".join(lines)]))
+    assert len(got) == 398
+    assert [line.line_no for line in got] == [n for n in range(1, 401) if n not in (151, 261)]
+
+
+def test_too_many_tasks_deep_in_a_file() -> None:
+    data = b"\n".join(long_file())
+    assert len(list(iter_request_lines([data], max_requests=400))) == 400
+    with pytest.raises(JsonlError) as info:
+        list(iter_request_lines([data], max_requests=399))
+    assert info.value.code == "too_many_tasks"
+
+
+def test_equivalent_url_spelling_deep_in_a_file_is_accepted() -> None:
+    lines = long_file()
+    lines[200] = orjson.dumps(req("late", url="/chat/completions"))
+    got = list(iter_request_lines([b"\n".join(lines)], endpoint="/chat/completions"))
+    assert len(got) == 400 and got[200].url == "/chat/completions"
+
+
+def test_big_lines_in_bulk_are_estimated_by_their_text() -> None:
+    lines = long_file(250)
+    image = {"type": "image_url", "image_url": {"url": "data:," + "A" * 100_000}}
+    big = req("big")
+    big["body"]["messages"] = [{"role": "user", "content": [image]}]  # type: ignore[index]
+    lines[180] = orjson.dumps(big)
+    got = list(iter_request_lines([b"\n".join(lines)]))
+    assert got[180].n_bytes > 100_000 and got[180].est_tokens < 2_000
+    assert got[181].est_tokens == got[181].n_bytes // 4 + 1
