@@ -68,8 +68,10 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
     """
     part: list[RequestLine] = []
     current = 0
+    # Small batches, so a finished part is handed over as soon as the next one starts
+    # (with whole-part batches a third part would be alive while the caller holds one).
     for index, batch in iter_part_batches(lines, max_requests=max_requests,
-                                          max_bytes=max_bytes, batch_size=max_requests):
+                                          max_bytes=max_bytes, batch_size=_RUN):
         if index != current:
             yield part
             part, current = [], index
