@@ -81,7 +81,7 @@ def prepare_db(url: str, lines: int) -> None:
 def child(url: str, output: Path, batch_rows: int) -> None:
     """The measured worker: the pipeline's ingest over the local output file."""
     from batchyard.db.models import BatchRow, PartRow
-    from batchyard.services.ingest import ingest_stream, request_index
+    from batchyard.services.ingest import ingest_stream
 
     settings = Settings(database_url=url, data_dir=Path(tempfile.gettempdir()),
                         pipeline=PipelineSettings(ingest_batch_rows=batch_rows))
@@ -90,9 +90,8 @@ def child(url: str, output: Path, batch_rows: int) -> None:
         part, batch = session.get(PartRow, PART), session.get(BatchRow, BATCH)
     assert part is not None and batch is not None
     start = time.perf_counter()
-    index = request_index(svc, PART)
     with output.open("rb") as stream:
-        rows = ingest_stream(svc, part, batch, stream, index)
+        rows = ingest_stream(svc, part, batch, stream)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     svc.close()

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.results import upsert_results
@@ -75,47 +76,50 @@ def _finish(svc: Services, part: PartRow, follow_up: tuple[list[str], bool]) -> 
 
 
 def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
-    index = request_index(svc, part.id)
     written = 0
     for file_id in (part.provider_output_file_id, part.provider_error_file_id):
         if file_id:
-            written += _ingest_file(svc, part, batch, file_id, index)
+            written += _ingest_file(svc, part, batch, file_id)
     logger.info("part.ingested", extra={"part_id": part.id, "rows": written})
     return written
 
 
-def request_index(svc: Services, part_id: str) -> dict[str, tuple[int, int]]:
-    """custom_id -> (line_no, attempt) of the part's requests (what output lines map to)."""
-    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt).where(
-        RequestRow.part_id == part_id)
-    with svc.sessions() as session:
-        return {cid: (line, attempt) for cid, line, attempt in session.execute(stmt)}
-
-
-def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str,
-                 index: dict[str, tuple[int, int]]) -> int:
+def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str) -> int:
     provider = svc.providers.for_deployment(str(part.deployment))
     with tempfile.TemporaryFile() as tmp:
         provider.download_file(file_id, tmp)  # streamed to disk, never held in memory
         tmp.seek(0)
-        return ingest_stream(svc, part, batch, tmp, index)
+        return ingest_stream(svc, part, batch, tmp)
 
 
-def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes],
-                  index: dict[str, tuple[int, int]]) -> int:
-    """Parse a provider output/error file and upsert its result rows in bulk batches."""
+def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes]) -> int:
+    """Parse a provider output/error file and upsert its result rows in bulk batches.
+
+    Memory is bounded by one batch of ``ingest_batch_rows`` lines, whatever the file size:
+    each batch looks its custom_ids up in SQL instead of holding an index of the part.
+    """
     cfg = svc.settings.pipeline
     written = 0
-    rows: list[dict[str, Any]] = []
+    pending: list[OutputLine] = []
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
     for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
-        row = _row(batch, part, line, index, cfg.max_request_attempts)
-        if row is not None:
-            rows.append(row)
-        if len(rows) >= cfg.ingest_batch_rows:
-            written += _flush(svc, part.id, rows)
+        pending.append(line)
+        if len(pending) >= cfg.ingest_batch_rows:
+            written += _flush(svc, part, batch, pending)
             crash_point(svc.settings, "mid_ingest")
-    return written + _flush(svc, part.id, rows)
+    return written + _flush(svc, part, batch, pending)
+
+
+def _lookup(session: Session, part: PartRow,
+            custom_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """custom_id -> (line_no, attempt) of this part's requests among ``custom_ids``."""
+    # Keyed on the unique (batch_id, custom_id) index; the part is checked here, not in SQL,
+    # so the planner never scans the whole part once per batch of lines.
+    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt,
+                  RequestRow.part_id).where(RequestRow.batch_id == part.batch_id,
+                                            RequestRow.custom_id.in_(custom_ids))
+    return {cid: (line, attempt) for cid, line, attempt, part_id in session.execute(stmt)
+            if part_id == part.id}
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -142,15 +146,17 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
     }
 
 
-def _flush(svc: Services, part_id: str, rows: list[dict[str, Any]]) -> int:
-    if not rows:
+def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine]) -> int:
+    if not lines:
         return 0
-    count = len(rows)
+    max_attempts = svc.settings.pipeline.max_request_attempts
     with svc.sessions.begin() as session:
+        index = _lookup(session, part, [line.custom_id for line in lines])
+        rows = [row for line in lines
+                if (row := _row(batch, part, line, index, max_attempts)) is not None]
         upsert_results(session, rows)
         # Still working: keep the lease so the sweep does not hand the part to another worker.
-        part = session.get(PartRow, part_id)
-        if part is not None:
-            part.next_poll_at = time.time() + svc.settings.pipeline.stale_seconds
-    rows.clear()
-    return count
+        session.execute(update(PartRow).where(PartRow.id == part.id).values(
+            next_poll_at=time.time() + svc.settings.pipeline.stale_seconds))
+    lines.clear()
+    return len(rows)
