@@ -8,8 +8,8 @@ words) to a temp dir, then times, alternating runs and keeping the best of each:
   1. baseline: ``for line in f: orjson.loads(line)``
   2. validate only: ``iter_request_lines(chunks)`` over the file read in chunks
   3. validate + split: ``split_into_parts(iter_request_lines(chunks))`` (50,000 / 200 MB)
-  4. validate + stream split: the same boundaries via ``iter_part_batches`` (batches of
-     500 lines; no whole part in memory)
+  4. validate + stream split: the same boundaries via ``iter_part_batches`` (its default
+     batches of 256 lines; no whole part in memory)
 and prints rates (lines/s, MB/s), the ratios to the baseline (target >= 0.5) and the peak
 RSS of this process.
 """
@@ -26,7 +26,12 @@ from pathlib import Path
 
 import orjson
 
-from batchyard.domain.jsonl import iter_part_batches, iter_request_lines, split_into_parts
+from batchyard.domain.jsonl import (
+    RequestLine,
+    iter_part_batches,
+    iter_request_lines,
+    split_into_parts,
+)
 
 WORDS = ("the quick brown fox jumps over a lazy dog while batch requests wait in line for "
          "their turn at the model summarise translate classify extract entities").split()
@@ -59,23 +64,26 @@ def baseline(path: Path, _chunk: int) -> None:
             orjson.loads(line)
 
 
+def validated(path: Path, chunk: int) -> Iterator[RequestLine]:
+    return iter_request_lines(read_chunks(path, chunk), endpoint="/v1/chat/completions",
+                              max_requests=10_000_000, max_line_bytes=1 << 20)
+
+
 def validate_only(path: Path, chunk: int) -> None:
-    for _line in iter_request_lines(read_chunks(path, chunk), endpoint="/v1/chat/completions"):
+    for _line in validated(path, chunk):
         pass
 
 
 def validate_split(path: Path, chunk: int) -> None:
-    lines = iter_request_lines(read_chunks(path, chunk), endpoint="/v1/chat/completions",
-                               max_requests=10_000_000, max_line_bytes=1 << 20)
+    lines = validated(path, chunk)
     for _part in split_into_parts(lines, max_requests=50_000, max_bytes=200 * 1024 * 1024):
         pass  # the pipeline would store the part here
 
 
 def validate_stream_split(path: Path, chunk: int) -> None:
-    lines = iter_request_lines(read_chunks(path, chunk), endpoint="/v1/chat/completions",
-                               max_requests=10_000_000, max_line_bytes=1 << 20)
+    lines = validated(path, chunk)
     for _index, _batch in iter_part_batches(lines, max_requests=50_000,
-                                            max_bytes=200 * 1024 * 1024, batch_size=500):
+                                            max_bytes=200 * 1024 * 1024):
         pass  # the pipeline would insert the batch's rows into its part here
 
 

@@ -81,7 +81,7 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
 
 
 def iter_part_batches(lines: Iterable[RequestLine], *, max_requests: int, max_bytes: int,
-                      batch_size: int = 500) -> Iterator[tuple[int, list[RequestLine]]]:
+                      batch_size: int = _RUN) -> Iterator[tuple[int, list[RequestLine]]]:
     """Yield ``(part_index, batch)``: the parts of :func:`split_into_parts`, streamed.
 
     ``part_index`` counts from 0. Each batch holds at most ``batch_size`` consecutive lines
