@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Iterator
-from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -59,7 +58,6 @@ class RequestLine(NamedTuple):
     n_bytes: int
 
 
-_new_line = partial(tuple.__new__, RequestLine)  # builds from one tuple, all in C
 _fields = operator.itemgetter("custom_id", "method", "url", "body")
 _model_of = operator.itemgetter("model")
 _ONLY_POST = {"POST"}
@@ -80,7 +78,7 @@ def normalize_endpoint(url: str) -> str:
 def estimate_tokens(body: dict[str, Any], n_bytes: int) -> int:
     """Roughly 4 characters per input token; an upper bound for ordinary text lines."""
     if n_bytes <= _WALK_ABOVE:
-        return n_bytes // 4 + 1
+        return n_bytes // 4
     messages = body.get("messages", body.get("input", body.get("prompt")))
     if type(messages) is str:
         return len(messages) // 4 + 1
@@ -246,12 +244,13 @@ class _Validator:
         numbers = range(first_no, first_no + len(lines))
         estimates: Iterable[int]
         if max(sizes) <= _WALK_ABOVE:
-            estimates = map(operator.floordiv, map(operator.add, sizes, repeat(4)), repeat(4))
+            estimates = map(operator.rshift, sizes, repeat(2))  # n_bytes // 4
         else:
             estimates = list(map(estimate_tokens, bodies, sizes))
         self.runs.append((custom_ids, first_no))
-        return list(map(_new_line, zip(numbers, custom_ids, repeat("POST"), repeat(url),
-                                       repeat(model), lines, estimates, sizes)))
+        return list(map(tuple.__new__, repeat(RequestLine),
+                        zip(numbers, custom_ids, repeat("POST"), repeat(url), repeat(model),
+                            lines, estimates, sizes)))
 
 
 def iter_request_lines(chunks: Iterable[bytes], *, endpoint: str | None = None,
