@@ -30,6 +30,9 @@ from batchyard.services.state import request_finalize_if_done
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 1 << 20
+#: Up to this many requests, a part's custom_id index is kept in memory while ingesting
+#: (about 200 bytes each); bigger parts are looked up in SQL batch by batch.
+INDEX_MAX_REQUESTS = 200_000
 
 
 def ingest_part(svc: Services, part_id: str) -> int:
@@ -95,19 +98,28 @@ def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str) ->
 def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes]) -> int:
     """Parse a provider output/error file and upsert its result rows in bulk batches.
 
-    Memory is bounded by one batch of ``ingest_batch_rows`` lines, whatever the file size:
-    each batch looks its custom_ids up in SQL instead of holding an index of the part.
+    Memory is bounded by one batch of ``ingest_batch_rows`` lines plus, for parts of up to
+    ``INDEX_MAX_REQUESTS`` requests (every real provider batch: OpenAI allows 50,000), an
+    in-memory custom_id index of the part; larger parts look each batch up in SQL instead.
     """
     cfg = svc.settings.pipeline
     written = 0
     pending: list[OutputLine] = []
+    index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
     for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
         pending.append(line)
         if len(pending) >= cfg.ingest_batch_rows:
-            written += _flush(svc, part, batch, pending)
+            written += _flush(svc, part, batch, pending, index)
             crash_point(svc.settings, "mid_ingest")
-    return written + _flush(svc, part, batch, pending)
+    return written + _flush(svc, part, batch, pending, index)
+
+
+def _part_index(svc: Services, part: PartRow) -> dict[str, tuple[int, int]]:
+    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt).where(
+        RequestRow.part_id == part.id)
+    with svc.sessions() as session:
+        return {cid: (line, attempt) for cid, line, attempt in session.execute(stmt)}
 
 
 def _lookup(session: Session, part: PartRow,
@@ -146,12 +158,14 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
     }
 
 
-def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine]) -> int:
+def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine],
+           part_index: dict[str, tuple[int, int]] | None) -> int:
     if not lines:
         return 0
     max_attempts = svc.settings.pipeline.max_request_attempts
     with svc.sessions.begin() as session:
-        index = _lookup(session, part, [line.custom_id for line in lines])
+        index = (part_index if part_index is not None
+                 else _lookup(session, part, [line.custom_id for line in lines]))
         rows = [row for line in lines
                 if (row := _row(batch, part, line, index, max_attempts)) is not None]
         upsert_results(session, rows)
