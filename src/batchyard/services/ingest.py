@@ -33,6 +33,8 @@ _READ_CHUNK = 1 << 20
 #: Up to this many requests, a part's custom_id index is kept in memory while ingesting
 #: (about 200 bytes each); bigger parts are looked up in SQL batch by batch.
 INDEX_MAX_REQUESTS = 200_000
+#: A batch of result rows is written once it holds this many response bytes.
+FLUSH_BYTES = 4 << 20
 
 
 def ingest_part(svc: Services, part_id: str) -> int:
@@ -107,10 +109,14 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
     pending: list[OutputLine] = []
     index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
+    pending_bytes = 0
     for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
         pending.append(line)
-        if len(pending) >= cfg.ingest_batch_rows:
+        pending_bytes += len(line.body) if line.body is not None else 0
+        # Flush by rows or by bytes, so 20 KB answers do not make a batch 40x bigger.
+        if len(pending) >= cfg.ingest_batch_rows or pending_bytes >= FLUSH_BYTES:
             written += _flush(svc, part, batch, pending, index)
+            pending_bytes = 0
             crash_point(svc.settings, "mid_ingest")
     return written + _flush(svc, part, batch, pending, index)
 
