@@ -10,6 +10,7 @@ import pytest
 
 from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
+from batchyard.services import files as file_service
 from batchyard.services.container import Services
 from tests.e2e.helpers import jsonl, request_line, results_by_custom_id, upload, wait_for
 
@@ -100,6 +101,10 @@ def test_cancel_mid_run_keeps_partial_results_and_ends_cancelled(
                  "batch_cancelled"]
     assert cancelled, "some requests were stopped by the cancel"
     assert final.request_counts.total == 9
+    assert final.error_file_id is not None
+    errors = b"".join(file_service.iter_file_content(svc, final.error_file_id, owner=None))
+    assert errors.count(b"batch_cancelled") == len(cancelled)
+    assert file_service.get_file(svc, final.error_file_id, owner=None).bytes == len(errors)
     assert all(b["status"] in ("cancelled", "completed")
                for b in emulator.emulator.stats()["batches"])
 

@@ -59,6 +59,8 @@ def test_happy_path_splits_and_stores_one_result_per_request(
                                                       owner=None))
     assert content.splitlines()[0].count(b'"req-0"') == 1
     assert len(content.splitlines()) == 10
+    assert file_service.get_file(driver.svc, final.output_file_id, owner=None).bytes == len(
+        content)
 
 
 def test_a_bad_line_fails_the_batch_with_its_line_number_and_creates_nothing(

@@ -217,6 +217,9 @@ class ResultRow(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    #: Length of this row's line in the rendered output/error file (0: not computed yet);
+    #: finalize sums it for the file's ``bytes`` instead of rendering every row again.
+    rendered_bytes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 

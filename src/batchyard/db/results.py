@@ -14,7 +14,7 @@ from batchyard.db.models import ResultRow
 
 _UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
               "response_body", "error_code", "error_message", "input_tokens",
-              "output_tokens", "total_tokens", "created_at")
+              "output_tokens", "total_tokens", "rendered_bytes", "created_at")
 
 
 def _upsert(dialect: str) -> Insert:

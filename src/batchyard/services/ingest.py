@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.results import upsert_results
 from batchyard.db.transitions import claim_part, transition_part
-from batchyard.domain.jsonl import OutputLine, iter_output_lines
+from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
@@ -161,6 +161,10 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
         "error_code": line.error_code, "error_message": line.error_message,
         "input_tokens": line.input_tokens, "output_tokens": line.output_tokens,
         "total_tokens": line.total_tokens, "created_at": int(time.time()),
+        "rendered_bytes": len(render_result_line(
+            batch_id=batch.id, custom_id=line.custom_id, status_code=line.status_code,
+            request_id=line.request_id, body=line.body, error_code=line.error_code,
+            error_message=line.error_message)),
     }
 
 

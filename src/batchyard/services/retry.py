@@ -71,14 +71,15 @@ def close_missing(session: Session, batch_id: str, part_id: str | None, code: st
                                 ResultRow.custom_id == RequestRow.custom_id)
     source = select(RequestRow.batch_id, RequestRow.custom_id, RequestRow.line_no,
                     RequestRow.part_id, RequestRow.attempt, literal(False), literal(code),
-                    literal(message), literal(0), literal(0), literal(0),
+                    literal(message), literal(0), literal(0), literal(0), literal(0),
                     literal(int(time.time()))).where(RequestRow.batch_id == batch_id,
                                                      ~has_result)
     if part_id is not None:
         source = source.where(RequestRow.part_id == part_id)
     session.execute(insert(ResultRow).from_select(
         ["batch_id", "custom_id", "line_no", "part_id", "attempt", "ok", "error_code",
-         "error_message", "input_tokens", "output_tokens", "total_tokens", "created_at"],
+         "error_message", "input_tokens", "output_tokens", "total_tokens", "rendered_bytes",
+         "created_at"],
         source))
 
 

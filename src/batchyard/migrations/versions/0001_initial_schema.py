@@ -157,6 +157,7 @@ def upgrade() -> None:
         sa.Column("next_poll_at", sa.Float(), nullable=True),
         sa.Column("poll_interval", sa.Float(), nullable=True),
         sa.Column("side_effect_attempts", sa.Integer(), nullable=False),
+        sa.Column("provider_done", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
@@ -217,6 +218,7 @@ def upgrade() -> None:
         sa.Column("input_tokens", sa.Integer(), nullable=False),
         sa.Column("output_tokens", sa.Integer(), nullable=False),
         sa.Column("total_tokens", sa.Integer(), nullable=False),
+        sa.Column("rendered_bytes", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["batch_id"], ["batches.id"], name=op.f("fk_results_batch_id_batches")
