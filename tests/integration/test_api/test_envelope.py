@@ -165,6 +165,18 @@ def test_upload_purpose_is_checked(api: Api, purpose: str, code: str) -> None:
     assert_envelope(api.upload(purpose=purpose), 400, param="purpose", code=code)
 
 
+def test_upload_expiry_fields_as_the_sdk_sends_them(api: Api) -> None:
+    fields = {"purpose": "batch", "expires_after[anchor]": "created_at",
+              "expires_after[seconds]": "3600"}
+    ok = api.client.post("/v1/files", headers=auth(MASTER), data=fields,
+                         files={"file": ("e.jsonl", jsonl(1))})
+    assert ok.status_code == 200 and ok.json()["expires_at"] == ok.json()["created_at"] + 3600
+    fields["expires_after[seconds]"] = "60"
+    short = api.client.post("/v1/files", headers=auth(MASTER), data=fields,
+                            files={"file": ("e.jsonl", jsonl(1))})
+    assert_envelope(short, 400, param="expires_after.seconds", code="invalid_value")
+
+
 def test_upload_without_a_file_is_400(api: Api) -> None:
     response = api.client.post("/v1/files", headers=auth(MASTER), data={"purpose": "batch"},
                                files={"other": ("x.txt", b"x")})
@@ -185,8 +197,12 @@ def test_an_upload_over_the_server_limit_is_413(make_settings: Callable[..., Set
                                    files={"file": ("big.jsonl", jsonl(40))})
             error = assert_envelope(response, 413, param="file", code="file_too_large")
             assert "1000 bytes" in error["message"]
+            # Over the limit by its declared length: refused before the body is stored.
+            huge = client.post("/v1/files", headers=auth(MASTER), data={"purpose": "batch"},
+                               files={"file": ("huge.jsonl", b"x" * (2 * 1024 * 1024))})
+            assert_envelope(huge, 413, param="file", code="file_too_large")
             listed = client.get("/v1/files?purpose=batch", headers=auth(MASTER)).json()["data"]
-            assert "big.jsonl" not in {f["filename"] for f in listed}
+            assert not {"big.jsonl", "huge.jsonl"} & {f["filename"] for f in listed}
     finally:
         services.close()
 
