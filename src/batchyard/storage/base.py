@@ -13,7 +13,9 @@ from batchyard.errors import PayloadTooLargeError, StorageError
 CHUNK_BYTES = 1 << 20
 #: Keys are relative slash-separated names; the database column is String(200).
 MAX_KEY_LENGTH = 200
-_KEY = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+#: Slash-separated segments; none may start with "." (no "..", no hidden names such as the
+#: local store's ".tmp").
+_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 
 
 @runtime_checkable
@@ -78,8 +80,7 @@ class StoreShortcuts:
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape the store (``..``, absolute paths) or not fit."""
-    if (len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key)
-            or any(part in {".", ".."} for part in key.split("/"))):
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
         raise StorageError(f"invalid storage key {key[:MAX_KEY_LENGTH]!r}")
     return key
 

@@ -98,10 +98,15 @@ class StoreContract:
         assert b"".join(store.open_stream("empty")) == b""
 
     @pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a/../b", "", "x" * 201,
-                                     "spaces are bad", "a/./b"])
+                                     "spaces are bad", "a/./b", ".tmp/x", "a/.hidden", "a/"])
     def test_unsafe_keys_are_refused(self, store: FileStore, key: str) -> None:
         with pytest.raises(StorageError):
             store.put_stream(key, [b"x"])
+
+    def test_ordinary_keys_are_fine(self, store: FileStore) -> None:
+        key = "input/file-abc_1.part-2.jsonl"
+        store.put_stream(key, [b"ok"])
+        assert store.exists(key) and b"".join(store.open_stream(key)) == b"ok"
 
     def test_write_and_read_shorthands(self, store: FileStore) -> None:
         assert store.write("input/abc", iter([b"12", b"345"])) == 5
