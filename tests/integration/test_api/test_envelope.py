@@ -226,3 +226,18 @@ def test_keyless_mode_refuses_a_public_bind(make_settings: Callable[..., Setting
         create_app(settings)
     keyed = make_settings(master_key=SecretStr(MASTER), api=ApiSettings(host="0.0.0.0"))
     assert create_app(keyed).title == "batchyard"
+
+
+@pytest.mark.parametrize(("prefix", "provider"), [
+    ("/v1", None), ("", None), ("/openai/v1", "openai"), ("/openai", "openai"),
+    ("/azure/v1", "azure"), ("/azure", "azure"),
+])
+def test_the_route_prefix_forces_the_provider(api: Api, prefix: str,
+                                              provider: str | None) -> None:
+    from batchyard.db.models import BatchRow
+
+    created = api.create_batch(prefix=prefix, model="some-group")
+    assert created.status_code == 200, created.text
+    with api.services.sessions() as session:
+        row = session.get(BatchRow, created.json()["id"])
+    assert row is not None and (row.provider, row.model) == (provider, "some-group")
