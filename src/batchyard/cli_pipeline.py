@@ -149,7 +149,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             env[f"BATCHYARD_{name.upper()}"] = str(value)
     if settings.openai_api_key is not None:
         env["BATCHYARD_OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
-    for key, value in settings.pipeline.model_dump().items():
-        env[f"BATCHYARD_PIPELINE__{key.upper()}"] = str(value)
+    for section in ("pipeline", "http"):
+        for key, value in getattr(settings, section).model_dump().items():
+            env[f"BATCHYARD_{section.upper()}__{key.upper()}"] = str(value)
     return env
 

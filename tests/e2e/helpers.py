@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from batchyard.config import PipelineSettings, Settings
+from batchyard.config import HttpSettings, PipelineSettings, Settings
 from batchyard.services import files as file_service
 from batchyard.services.container import Services, build_services
 from batchyard.services.pipeline import run_task, run_tick
@@ -31,7 +31,11 @@ def fast_settings(data_dir: Path, *, emulator_url: str, database_url: str | None
                              "stale_seconds": 2.0, "quota_retry_seconds": 0.5,
                              "ingest_batch_rows": 3, "queue": queue}
     knobs.update(pipeline)
+    # Short HTTP timeouts keep intent leases (timeout-bound) short, so crash tests recover fast.
+    http = HttpSettings(connect_timeout=1.0, read_timeout=3.0, backoff_initial=0.05,
+                        backoff_max=0.2)
     return Settings(data_dir=data_dir, database_url=database_url, broker_url=broker_url,
+                    http=http,
                     openai_api_key=SecretStr("sk-test"), openai_api_base=f"{emulator_url}/v1",
                     pipeline=PipelineSettings(**knobs))
 

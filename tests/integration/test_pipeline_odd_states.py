@@ -137,3 +137,23 @@ def test_the_sweep_renudges_work_whose_messages_were_lost(
         driver.svc, batch.id, owner=None)).status == "completed" and b)
     assert final.request_counts.completed == 5
     assert emulator.emulator.stats()["batches_created"] == 2
+
+
+def test_a_create_whose_answer_was_lost_is_found_not_repeated(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    # The provider creates the batch, then the connection drops before we hear about it.
+    emulator.emulator.set_faults(drop_next=1, drop_after_handling=True, fault_path="/batches",
+                                 fault_method="POST")
+    final = _run(driver, 3, "completed", "failed")
+    assert final.status == "completed"
+    stats = emulator.emulator.stats()
+    assert stats["batches_created"] == 1
+
+
+def test_an_upload_whose_answer_was_lost_is_found_not_repeated(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    emulator.emulator.set_faults(drop_next=1, drop_after_handling=True, fault_path="/files",
+                                 fault_method="POST")
+    final = _run(driver, 3, "completed", "failed")
+    assert final.status == "completed"
+    assert emulator.emulator.stats()["files_uploaded"] == 1

@@ -34,17 +34,25 @@ class ProviderPool:
     def __init__(self, settings: Settings, deployments: DeploymentRegistry) -> None:
         self._settings = settings
         self._deployments = deployments
-        self._clients: dict[str, SyncProviderClient] = {}
+        self._clients: dict[tuple[str, bool], SyncProviderClient] = {}
         self._lock = threading.Lock()
 
-    def for_deployment(self, deployment_id: str) -> SyncProviderClient:
-        """The client of the deployment with this id."""
+    def for_deployment(self, deployment_id: str, *, once: bool = False) -> SyncProviderClient:
+        """The client of the deployment with this id.
+
+        ``once=True`` gives a client that never repeats a call by itself: the pipeline uses
+        it for uploads and batch creation, where a blind retry after a lost answer could
+        create a second object; it looks for the effect before trying again instead.
+        """
         with self._lock:
-            client = self._clients.get(deployment_id)
+            client = self._clients.get((deployment_id, once))
             if client is None:
                 dep = self._deployments.get(deployment_id)
-                client = build_provider(provider_config(dep), self._settings.http)
-                self._clients[deployment_id] = client
+                http = self._settings.http
+                if once:
+                    http = http.model_copy(update={"max_attempts": 1})
+                client = build_provider(provider_config(dep), http)
+                self._clients[(deployment_id, once)] = client
             return client
 
     def close(self) -> None:

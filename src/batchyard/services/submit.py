@@ -104,7 +104,7 @@ def _start(svc: Services, step: _Step) -> bool:
             return transition_part(
                 session, part.id, "pending", "uploading", reason=f"to {dep.id}",
                 deployment=dep.id, side_effect_attempts=part.side_effect_attempts + 1,
-                next_poll_at=time.time() + svc.settings.pipeline.stale_seconds)
+                next_poll_at=time.time() + intent_lease(svc, part))
     if finalize:
         svc.nudge("finalize", batch.id)
     return False
@@ -119,9 +119,18 @@ def _wait_for_room(svc: Services, session: Session, part_id: str) -> None:
         part.last_error = "waiting for deployment capacity"
 
 
+def intent_lease(svc: Services, part: PartRow) -> float:
+    """How long a recorded intent keeps other workers away: long enough for the one call it
+    covers to finish or time out (an upload at >= 1 MB/s), so a sweep can never start the
+    same side effect while the first is still in flight."""
+    http = svc.settings.http
+    return (svc.settings.pipeline.stale_seconds + http.connect_timeout + http.read_timeout
+            + part.byte_size / 1_000_000)
+
+
 def _upload(svc: Services, step: _Step) -> bool:
     part = step.part
-    provider = svc.providers.for_deployment(str(part.deployment))
+    provider = svc.providers.for_deployment(str(part.deployment), once=True)
     filename = f"{part.id}.jsonl"
     file_id = None if step.fresh else _find_upload(provider, filename)
     if file_id is None:
@@ -144,12 +153,12 @@ def _record_intent(svc: Services, part: PartRow, src: str, dst: str) -> bool:
         row = session.get(PartRow, part.id)
         attempts = (row.side_effect_attempts if row else 0) + 1
         return transition_part(session, part.id, src, dst, side_effect_attempts=attempts,
-                               next_poll_at=time.time() + svc.settings.pipeline.stale_seconds)
+                               next_poll_at=time.time() + intent_lease(svc, part))
 
 
 def _create(svc: Services, step: _Step) -> bool:
     part, batch = step.part, step.batch
-    provider = svc.providers.for_deployment(str(part.deployment))
+    provider = svc.providers.for_deployment(str(part.deployment), once=True)
     found = None if step.fresh else _find_batch(provider, part.id)
     if found is None:
         metadata = {"batchyard_part_id": part.id, "batchyard_batch_id": batch.id}
