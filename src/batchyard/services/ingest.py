@@ -22,6 +22,7 @@ from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.results import upsert_results
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
+from batchyard.errors import ProviderNotFoundError
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
@@ -83,8 +84,14 @@ def _finish(svc: Services, part: PartRow, follow_up: tuple[list[str], bool]) -> 
 def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
     written = 0
     for file_id in (part.provider_output_file_id, part.provider_error_file_id):
-        if file_id:
+        if not file_id:
+            continue
+        try:
             written += _ingest_file(svc, part, batch, file_id)
+        except ProviderNotFoundError:
+            # Gone at the provider (deleted, retention): its requests count as unanswered
+            # and are retried like those of a batch that ended without output.
+            logger.warning("part.output_missing", extra={"part_id": part.id, "file_id": file_id})
     logger.info("part.ingested", extra={"part_id": part.id, "rows": written})
     return written
 

@@ -18,8 +18,13 @@ from sqlalchemy import select, update
 from batchyard.db.engine import is_sqlite
 from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import transition_part
-from batchyard.errors import ProviderNotFoundError, ProviderTransientError
+from batchyard.errors import (
+    ProviderNotFoundError,
+    ProviderRejectedError,
+    ProviderTransientError,
+)
 from batchyard.providers.base import ProviderBatch
+from batchyard.providers.client import SyncProviderClient
 from batchyard.services.container import Services
 from batchyard.services.state import INGEST_STATUS, POLL_STATUSES
 
@@ -87,10 +92,7 @@ def poll_part(svc: Services, part_id: str) -> None:
     provider = svc.providers.for_deployment(str(part.deployment))
     try:
         if batch.cancel_requested and part.status == "submitted":
-            snapshot = provider.cancel_batch(str(part.provider_batch_id))
-            with svc.sessions.begin() as session:
-                transition_part(session, part.id, "submitted", "cancelling",
-                                reason="batch cancelled", provider_status=snapshot.status)
+            snapshot = _cancel(svc, provider, part)
         else:
             snapshot = provider.retrieve_batch(str(part.provider_batch_id))
     except (ProviderTransientError, ProviderNotFoundError) as exc:
@@ -98,6 +100,18 @@ def poll_part(svc: Services, part_id: str) -> None:
         _schedule(svc, part, progressed=False, error=str(exc))
         return
     _record(svc, part, snapshot)
+
+
+def _cancel(svc: Services, provider: SyncProviderClient, part: PartRow) -> ProviderBatch:
+    """Cancel the provider batch (a batch that already ended cannot be: just read it)."""
+    try:
+        snapshot = provider.cancel_batch(str(part.provider_batch_id))
+    except ProviderRejectedError:
+        snapshot = provider.retrieve_batch(str(part.provider_batch_id))
+    with svc.sessions.begin() as session:
+        transition_part(session, part.id, "submitted", "cancelling", reason="batch cancelled",
+                        provider_status=snapshot.status)
+    return snapshot
 
 
 def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
