@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     request_line,
     results_by_custom_id,
     upload,
+    wait_for,
 )
 
 
@@ -157,3 +158,22 @@ def test_an_upload_whose_answer_was_lost_is_found_not_repeated(
     final = _run(driver, 3, "completed", "failed")
     assert final.status == "completed"
     assert emulator.emulator.stats()["files_uploaded"] == 1
+
+
+def test_cancelling_after_the_provider_finished_keeps_every_result(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    lines = [request_line(f"f{i}") for i in range(3)]
+    batch = batch_service.create_batch(driver.svc, owner=None,
+                                       input_file_id=upload(driver.svc, jsonl(lines)),
+                                       endpoint="/v1/chat/completions")
+    driver.run_until(lambda: _scalar(driver, "SELECT count(*) FROM parts WHERE status = "
+                                             "'submitted'"))
+    # Let the provider finish without polling it, so our cancel reaches a finished batch.
+    wait_for(lambda: all(b["status"] == "completed"
+                         for b in emulator.emulator.stats()["batches"]), timeout=30)
+    assert batch_service.cancel_batch(driver.svc, batch.id, owner=None).status == "cancelling"
+    final = driver.run_until(lambda: (b := batch_service.get_batch(
+        driver.svc, batch.id, owner=None)).status == "cancelled" and b)
+    assert final.request_counts.completed == 3  # nothing was lost by the late cancel
+    assert _scalar(driver, "SELECT count(*) FROM events WHERE to_status = 'cancelling' "
+                           "AND entity = 'part'") == 1
