@@ -25,6 +25,8 @@ from tests.e2e.helpers import (
     wait_for,
 )
 
+TERMINAL = ("completed", "failed", "cancelled", "expired")
+
 
 @pytest.fixture()
 def emulator() -> Iterator[EmulatorServer]:
@@ -177,3 +179,32 @@ def test_cancelling_after_the_provider_finished_keeps_every_result(
     assert final.request_counts.completed == 3  # nothing was lost by the late cancel
     assert _scalar(driver, "SELECT count(*) FROM events WHERE to_status = 'cancelling' "
                            "AND entity = 'part'") == 1
+
+
+def test_a_batch_past_its_window_ends_expired_with_its_partial_results(
+        tmp_path: Path) -> None:
+    cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, completion_window=1.0,
+                         request_latency=0.25)
+    with EmulatorServer(cfg) as slow:
+        driver = InlineDriver(fast_settings(tmp_path, emulator_url=slow.base_url,
+                                            part_max_requests=10))
+        migrate.upgrade(driver.svc.settings.effective_database_url)
+        try:
+            lines = [request_line(f"x{i}") for i in range(10)]
+            batch = batch_service.create_batch(driver.svc, owner=None,
+                                               input_file_id=upload(driver.svc, jsonl(lines)),
+                                               endpoint="/v1/chat/completions")
+            with driver.svc.engine.begin() as conn:  # our own 24 h window has passed, too
+                conn.execute(sa.text("UPDATE batches SET expires_at = 1 WHERE id = :b"),
+                             {"b": batch.id})
+            final = driver.run_until(lambda: (b := batch_service.get_batch(
+                driver.svc, batch.id, owner=None)).status in TERMINAL and b)
+            results = results_by_custom_id(driver.svc.engine, batch.id)
+        finally:
+            driver.svc.close()
+    assert final.status == "expired"
+    assert len(results) == 10
+    codes = {rows[0]["error_code"] for rows in results.values() if not rows[0]["ok"]}
+    assert codes == {"batch_expired"}
+    assert 0 < final.request_counts.completed < 10
+    assert slow.emulator.stats()["batches_created"] == 1  # nothing retried past the window

@@ -19,7 +19,7 @@ from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.services.container import Services
 from batchyard.services.ids import result_file_id
 from batchyard.services.render import rendered_size
-from batchyard.services.retry import close_missing
+from batchyard.services.retry import close_missing, past_window
 from batchyard.services.state import PARKED, STAGE_DONE, STAGE_FINALIZING, live_part_count
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ def finalize_batch(svc: Services, batch_id: str) -> str | None:
         if batch is None:
             return None
         failed_parts = _failed_part_errors(session, batch_id)
-        status = _final_status(batch, failed_parts)
+        status = _final_status(session, batch, failed_parts)
         if status != "failed":
-            code = "batch_cancelled" if status == "cancelled" else "no_result"
+            code = {"cancelled": "batch_cancelled", "expired": "batch_expired"}.get(
+                status, "no_result")
             close_missing(session, batch_id, None, code, f"the batch was {status} first")
     with svc.sessions.begin() as session:
         values = _counts(session, batch_id)
@@ -66,10 +67,17 @@ def _failed_part_errors(session: Session, batch_id: str) -> list[dict[str, Any]]
     return errors
 
 
-def _final_status(batch: BatchRow, failed_parts: list[dict[str, Any]]) -> str:
+def _final_status(session: Session, batch: BatchRow,
+                  failed_parts: list[dict[str, Any]]) -> str:
     if batch.cancel_requested:
         return "cancelled"
-    return "failed" if failed_parts else "completed"
+    if failed_parts:
+        return "failed"
+    if past_window(batch) and session.scalar(
+            select(func.count()).select_from(ResultRow).where(
+                ResultRow.batch_id == batch.id, ResultRow.error_code == "batch_expired")):
+        return "expired"  # the window closed with requests unanswered (partial results kept)
+    return "completed"
 
 
 def _counts(session: Session, batch_id: str) -> dict[str, Any]:

@@ -35,7 +35,8 @@ def settle_part(svc: Services, part_id: str) -> tuple[list[str], bool]:
         if part is None or batch is None or part.status != "ingesting":
             return [], False
         new_parts: list[str] = []
-        if not batch.cancel_requested:
+        # Past the batch's own completion window nothing is retried: it ends expired.
+        if not batch.cancel_requested and not past_window(batch):
             new_parts = _retry_missing(session, batch, part, cfg.max_request_attempts,
                                        cfg.part_max_requests)
         code = _MISSING_CODES.get(part.provider_status or "", "no_result")
@@ -45,6 +46,12 @@ def settle_part(svc: Services, part_id: str) -> tuple[list[str], bool]:
                         reason=f"{len(new_parts)} retry parts")
         finalize = request_finalize_if_done(session, batch.id)
     return new_parts, finalize
+
+
+def past_window(batch: BatchRow, now: float | None = None) -> bool:
+    """Has the batch's completion window (expires_at) passed?"""
+    now = time.time() if now is None else now
+    return batch.expires_at is not None and now > batch.expires_at
 
 
 def requeue_for_quota(svc: Services, part: PartRow) -> tuple[list[str], bool]:
