@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from batchyard.db.convert import BatchRecord, Page, batch_record
 from batchyard.db.models import BatchRow, EventRow, FileRow
@@ -51,7 +52,7 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
     return batch_record(row)
 
 
-def _check_input(session: Any, file_id: str, owner: str | None) -> None:
+def _check_input(session: Session, file_id: str, owner: str | None) -> None:
     row = session.get(FileRow, file_id)
     if row is None or row.deleted or (owner is not None and row.owner_key_id != owner):
         raise NotFoundError(f"No such File object: {file_id}", param="input_file_id")
