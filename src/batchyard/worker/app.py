@@ -18,7 +18,13 @@ from celery import Celery, Task
 
 from batchyard.config import Settings
 from batchyard.services.container import Services, build_services
-from batchyard.services.nudge import TASK_QUEUES, all_queues, broker_options, task_name, task_queue
+from batchyard.services.nudge import (
+    TASK_QUEUES,
+    all_queues,
+    configure_broker,
+    task_name,
+    task_queue,
+)
 from batchyard.services.pipeline import run_task, run_tick
 from batchyard.worker.schedule_tasks import register_schedule_tasks
 
@@ -29,8 +35,9 @@ def create_celery(settings: Settings, services: Services | None = None) -> Celer
     """A Celery app for ``settings``; the services are built lazily in the worker process."""
     # The embedded broker and the beat schedule file live there.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("batchyard", broker=settings.effective_broker_url)
+    app = Celery("batchyard")
     app.conf.update(_conf(settings))
+    configure_broker(app, settings)
     holder: dict[str, Services] = {"svc": services} if services is not None else {}
 
     def svc() -> Services:
@@ -47,8 +54,6 @@ def create_celery(settings: Settings, services: Services | None = None) -> Celer
 def _conf(settings: Settings) -> dict[str, Any]:
     tick = max(0.05, settings.pipeline.tick_seconds)
     return {
-        "broker_transport_options": broker_options(settings),
-        "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_acks_on_failure_or_timeout": False,
         "task_reject_on_worker_lost": True,
