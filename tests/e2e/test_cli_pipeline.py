@@ -63,3 +63,25 @@ def test_run_rejects_a_bad_line_locally_with_its_number(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "line 3" in result.output
     assert not (tmp_path / "d" / "batchyard.db").exists() or "batch_" not in result.output
+
+
+def test_ctrl_c_during_run_wait_leaves_the_batch_and_says_how_to_check(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # No worker is running: the batch stays queued while `run --wait` follows it.
+    proc = subprocess.Popen([sys.executable, "-m", "batchyard", "run", str(example_path()),
+                             "--wait"], env=_env(tmp_path / "d"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "batch batch_... created (facts.jsonl)"
+    assert "created" in first, first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    batch_id = first.split()[1]
+    assert proc.returncode == 130
+    assert f"batchyard status {batch_id}" in rest
+    status = CliRunner().invoke(app, ["status", batch_id],
+                                env={"BATCHYARD_DATA_DIR": str(tmp_path / "d")})
+    assert "validating" in status.output  # still there, waiting for a worker
