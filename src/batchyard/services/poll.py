@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from batchyard.db.engine import is_sqlite
 from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import transition_part
+from batchyard.domain.polling import next_poll_delay
 from batchyard.errors import (
     ProviderNotFoundError,
     ProviderRejectedError,
@@ -32,14 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: Provider statuses after which a provider batch never changes again.
 PROVIDER_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-def next_poll_delay(previous: float | None, *, progressed: bool, minimum: float,
-                    maximum: float, backoff: float) -> float:
-    """Adaptive backoff: back to the minimum on progress, else grow by ``backoff``."""
-    if previous is None or progressed:
-        return minimum
-    return min(maximum, max(minimum, previous * backoff))
 
 
 def claim_due_parts(svc: Services, *, limit: int = 500) -> list[str]:
@@ -140,9 +133,9 @@ def _done(snapshot: ProviderBatch) -> int:
 def _schedule(svc: Services, part: PartRow, *, progressed: bool, status: str | None = None,
               done: int | None = None, error: str | None = None) -> None:
     cfg = svc.settings.pipeline
-    delay = next_poll_delay(part.poll_interval, progressed=progressed,
-                            minimum=cfg.poll_min_seconds, maximum=cfg.poll_max_seconds,
-                            backoff=cfg.poll_backoff)
+    delay = next_poll_delay(part.poll_interval, changed=progressed,
+                            min_s=cfg.poll_min_seconds, max_s=cfg.poll_max_seconds,
+                            factor=cfg.poll_backoff)
     values: dict[str, Any] = {"poll_interval": delay, "next_poll_at": time.time() + delay}
     if status is not None:
         values["provider_status"] = status
