@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from batchyard.db.bulk import insert_requests
-from batchyard.db.models import BatchRow, FileRow, PartRow
+from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestLine, iter_request_lines, split_into_parts
 from batchyard.errors import JsonlError
@@ -94,6 +94,8 @@ def _store_part(session: Session, batch_id: str, seq: int, lines: list[RequestLi
                         request_count=len(lines), byte_size=sum(ln.n_bytes + 1 for ln in lines),
                         estimated_tokens=sum(ln.est_tokens for ln in lines),
                         next_poll_at=now, created_at=now, updated_at=now))
+    session.add(EventRow(batch_id=batch_id, part_id=part_id, entity="part", from_status=None,
+                         to_status="pending", at=now, reason=f"{len(lines)} requests"))
     session.flush()
     for start in range(0, len(lines), chunk_rows):
         rows: list[dict[str, Any]] = [

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from batchyard.db.models import BatchRow, PartRow, RequestRow, ResultRow
+from batchyard.db.models import BatchRow, EventRow, PartRow, RequestRow, ResultRow
 from batchyard.db.transitions import transition_part
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
@@ -127,4 +127,7 @@ def _new_part(session: Session, batch: BatchRow, request_ids: list[int], attempt
                         status="pending", request_count=len(request_ids),
                         byte_size=size + len(request_ids), estimated_tokens=size // 4 + 1,
                         next_poll_at=now, created_at=now, updated_at=now))
+    session.add(EventRow(batch_id=batch.id, part_id=part_id, entity="part", from_status=None,
+                         to_status="pending", at=now,
+                         reason=f"attempt {attempt}: {len(request_ids)} requests"))
     return part_id
