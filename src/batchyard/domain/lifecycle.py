@@ -2,18 +2,19 @@
 
 A public batch (OpenAI's object, OpenAI's eight statuses) runs as one or more *parts*; each
 part is one provider batch (more than one when the input is split, or when failed requests
-are retried in a new part). Parts have finer statuses of their own. The public status is a
-pure function of the parts plus a few facts about the batch (:func:`derive_batch_status`),
-so every worker computes the same answer from the same rows.
+are retried in a new part). Parts have finer statuses of their own. This module is the one
+vocabulary of both: the pipeline's services read their status groups from here, and
+``db.transitions`` refuses any compare-and-set write these tables do not allow.
 
-Status writes are compare-and-set; :func:`can_transition_batch` / :func:`can_transition_part`
-say which writes are legal. A status never moves to itself (that is "no change").
+The public status follows the parts (:func:`derive_batch_status`): ``validating`` until the
+input is split, ``in_progress`` while any part is live, ``finalizing`` once none is, then
+the terminal status of :func:`final_batch_status`. A status never moves to itself (that is
+"no change").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -33,16 +34,14 @@ class BatchStatus(StrEnum):
 class PartStatus(StrEnum):
     """Where one part (one provider batch) stands.
 
-    The ``-ing`` states record *intent* before a provider side effect, so a worker that
-    dies mid-step leaves a trace the next one checks ("did that upload / batch happen?")
-    before repeating it.
+    The ``-ing`` states before ``submitted`` record *intent* before a provider side effect,
+    so a worker that dies mid-step leaves a trace the next one checks ("did that upload /
+    batch happen?") before repeating it. A part with no deployment room yet simply stays
+    ``pending`` with a later ``next_poll_at``.
     """
 
     #: Created from the split input (or a retry); nothing sent to the provider yet.
     PENDING = "pending"
-    #: No deployment has enqueued-token room (or the provider said
-    #: ``token_limit_exceeded``); resubmitted after a wait. Not a failure.
-    WAITING_QUOTA = "waiting_quota"
     #: Upload of the part's JSONL is in flight (intent recorded before the call).
     UPLOADING = "uploading"
     #: The provider holds the part's input file; its id is recorded.
@@ -51,32 +50,44 @@ class PartStatus(StrEnum):
     SUBMITTING = "submitting"
     #: The provider batch exists and is being polled until it ends.
     SUBMITTED = "submitted"
-    #: The provider batch ended (completed / expired / cancelled); output and error files
-    #: are being downloaded into result rows.
+    #: The batch was cancelled; the provider was asked to cancel this part's batch, which
+    #: is polled until it ends (its results so far are still ingested).
+    CANCELLING = "cancelling"
+    #: The provider batch ended; output and error files are being read into result rows.
     INGESTING = "ingesting"
-    #: Every result of the provider batch is in SQL. Terminal.
+    #: Every result of the provider batch is in SQL (the rest retried or closed). Terminal.
     INGESTED = "ingested"
-    #: The provider rejected the part (validation failure) or it cannot proceed. Terminal.
+    #: Rejected (by the provider, or no deployment serves the model). Terminal.
     FAILED = "failed"
     #: The batch was cancelled before this part reached the provider. Terminal.
     CANCELLED = "cancelled"
+    #: The provider failed it for quota (``token_limit_exceeded``); its requests moved,
+    #: at the same attempt, to a new part. Terminal.
+    REQUEUED = "requeued"
 
-
-TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.FAILED, BatchStatus.COMPLETED,
-                                     BatchStatus.EXPIRED, BatchStatus.CANCELLED})
-TERMINAL_PART_STATUSES = frozenset({PartStatus.INGESTED, PartStatus.FAILED,
-                                    PartStatus.CANCELLED})
-#: Parts still doing something (or waiting to).
-LIVE_PART_STATUSES = frozenset(PartStatus) - TERMINAL_PART_STATUSES
-#: Parts that have reached the provider as a batch: the public batch is running.
-STARTED_PART_STATUSES = frozenset({PartStatus.SUBMITTED, PartStatus.INGESTING,
-                                   PartStatus.INGESTED})
 
 _B = BatchStatus
+_P = PartStatus
+
+TERMINAL_BATCH_STATUSES = frozenset({_B.FAILED, _B.COMPLETED, _B.EXPIRED, _B.CANCELLED})
+#: Batches whose work is not over (finalize may still settle them).
+OPEN_BATCH_STATUSES = (_B.VALIDATING, _B.IN_PROGRESS, _B.FINALIZING, _B.CANCELLING)
+
+#: Parts before their provider batch exists (driven by the submit task).
+SUBMIT_PART_STATUSES = (_P.PENDING, _P.UPLOADING, _P.UPLOADED, _P.SUBMITTING)
+#: Parts while the provider runs them (driven by the poll tick).
+POLL_PART_STATUSES = (_P.SUBMITTED, _P.CANCELLING)
+#: Parts that still need work; the batch is finished only when none is left.
+LIVE_PART_STATUSES = (*SUBMIT_PART_STATUSES, *POLL_PART_STATUSES, _P.INGESTING)
+#: Parts that need no more work.
+TERMINAL_PART_STATUSES = (_P.INGESTED, _P.FAILED, _P.CANCELLED, _P.REQUEUED)
+
 BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
-    _B.VALIDATING: frozenset({_B.IN_PROGRESS, _B.FINALIZING, _B.FAILED, _B.CANCELLING}),
-    _B.IN_PROGRESS: frozenset({_B.FINALIZING, _B.FAILED, _B.CANCELLING}),
-    _B.FINALIZING: frozenset({_B.COMPLETED, _B.EXPIRED, _B.CANCELLING}),
+    # Split into parts, rejected input, or a cancel before the split.
+    _B.VALIDATING: frozenset({_B.IN_PROGRESS, _B.FAILED, _B.CANCELLING}),
+    # Every batch passes through finalizing: the counts and result files are written there.
+    _B.IN_PROGRESS: frozenset({_B.FINALIZING, _B.CANCELLING}),
+    _B.FINALIZING: frozenset({_B.COMPLETED, _B.EXPIRED, _B.FAILED, _B.CANCELLING}),
     _B.CANCELLING: frozenset({_B.CANCELLED}),
     _B.FAILED: frozenset(),
     _B.COMPLETED: frozenset(),
@@ -84,24 +95,22 @@ BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
     _B.CANCELLED: frozenset(),
 }
 
-_P = PartStatus
-_STOP = frozenset({_P.FAILED, _P.CANCELLED})
 PART_TRANSITIONS: dict[PartStatus, frozenset[PartStatus]] = {
-    _P.PENDING: frozenset({_P.UPLOADING, _P.WAITING_QUOTA}) | _STOP,
-    # After the wait: upload (pending) or resubmit the already uploaded file.
-    _P.WAITING_QUOTA: frozenset({_P.PENDING, _P.UPLOADED, _P.SUBMITTING}) | _STOP,
-    # Back to pending when the upload is known not to have happened (transient error).
-    _P.UPLOADING: frozenset({_P.UPLOADED, _P.PENDING}) | _STOP,
-    _P.UPLOADED: frozenset({_P.SUBMITTING, _P.WAITING_QUOTA}) | _STOP,
-    # Back to uploaded when no provider batch carries our part id; waiting_quota on a
-    # fail-fast token_limit_exceeded (Azure answers 400 at create).
-    _P.SUBMITTING: frozenset({_P.SUBMITTED, _P.UPLOADED, _P.WAITING_QUOTA}) | _STOP,
-    # Cancelling a submitted part goes through the provider and ends in ingesting.
-    _P.SUBMITTED: frozenset({_P.INGESTING, _P.WAITING_QUOTA, _P.FAILED}),
-    _P.INGESTING: frozenset({_P.INGESTED, _P.FAILED}),
+    # Failed: no deployment serves the model; cancelled: the batch was cancelled first.
+    _P.PENDING: frozenset({_P.UPLOADING, _P.FAILED, _P.CANCELLED}),
+    # Transient errors keep the status (a later retry looks for the effect first);
+    # only a rejection by the provider fails the part.
+    _P.UPLOADING: frozenset({_P.UPLOADED, _P.FAILED}),
+    _P.UPLOADED: frozenset({_P.SUBMITTING, _P.FAILED}),
+    _P.SUBMITTING: frozenset({_P.SUBMITTED, _P.FAILED}),
+    # Every provider end (failed included) is read by ingest, which decides what it means.
+    _P.SUBMITTED: frozenset({_P.CANCELLING, _P.INGESTING}),
+    _P.CANCELLING: frozenset({_P.INGESTING}),
+    _P.INGESTING: frozenset({_P.INGESTED, _P.FAILED, _P.REQUEUED}),
     _P.INGESTED: frozenset(),
     _P.FAILED: frozenset(),
     _P.CANCELLED: frozenset(),
+    _P.REQUEUED: frozenset(),
 }
 
 
@@ -117,10 +126,8 @@ def can_transition_part(current: PartStatus | str, new: PartStatus | str) -> boo
 
 # ---- provider status -> part status -------------------------------------------------
 
-PROVIDER_ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-#: Provider batches in these states have output/error files worth ingesting (maybe none).
-PROVIDER_INGESTABLE = frozenset({"completed", "expired", "cancelled"})
-PROVIDER_TERMINAL = PROVIDER_INGESTABLE | {"failed"}
+#: Provider batches in these states never change again.
+PROVIDER_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 QUOTA_ERROR_CODE = "token_limit_exceeded"
 
 
@@ -129,96 +136,97 @@ def is_provider_terminal(provider_status: str) -> bool:
     return provider_status.lower() in PROVIDER_TERMINAL
 
 
-def part_status_after_poll(provider_status: str, *,
-                           error_codes: Iterable[str] = ()) -> PartStatus:
-    """The part status a poll result implies for a ``submitted`` part.
+def part_status_after_poll(current: PartStatus | str, provider_status: str) -> PartStatus:
+    """The status a polled part (``submitted`` / ``cancelling``) should have now.
 
-    Active provider states keep the part ``submitted`` (as does a status we do not know:
-    keep polling rather than guess). ``completed``/``expired``/``cancelled`` mean there are
-    results to ingest. ``failed`` is a validation failure, except ``token_limit_exceeded``,
-    which means "wait for quota and submit again".
+    Any provider end means "read what it left" (``ingesting``), a ``failed`` one included:
+    ingest tells a quota failure from a rejection (:func:`part_status_after_ingest`).
+    Anything else, a status we do not know included, keeps the part where it is.
     """
-    status = provider_status.lower()
-    if status in PROVIDER_INGESTABLE:
-        return PartStatus.INGESTING
-    if status == "failed":
-        if QUOTA_ERROR_CODE in error_codes:
-            return PartStatus.WAITING_QUOTA
-        return PartStatus.FAILED
-    return PartStatus.SUBMITTED
+    current = PartStatus(current)
+    if current not in POLL_PART_STATUSES:
+        raise ValueError(f"a {current} part is not polled")
+    return PartStatus.INGESTING if is_provider_terminal(provider_status) else current
+
+
+def part_status_after_ingest(provider_status: str | None, *, error_codes: Iterable[str],
+                             has_output: bool) -> PartStatus:
+    """How an ``ingesting`` part ends, from what its provider batch said.
+
+    ``failed`` with ``token_limit_exceeded`` is not the requests' fault: they move to a new
+    part (``requeued``). ``failed`` with no output file is a rejection of the input
+    (``failed``). Everything else has results to read (``ingested``).
+    """
+    if (provider_status or "").lower() == "failed":
+        if QUOTA_ERROR_CODE in set(error_codes):
+            return PartStatus.REQUEUED
+        if not has_output:
+            return PartStatus.FAILED
+    return PartStatus.INGESTED
 
 
 # ---- the public status --------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class PartView:
-    """What the derivation needs to know about one part."""
+def final_batch_status(*, cancel_requested: bool, any_part_failed: bool,
+                       window_closed: bool, expired_requests: int) -> BatchStatus:
+    """The terminal status of a batch whose parts are all done (first match wins).
 
-    status: PartStatus
-
-
-def derive_batch_status(current: BatchStatus, parts: Sequence[PartView], *,
-                        cancel_requested: bool, prepared: bool, validation_failed: bool,
-                        pending_retries: int, finalized: bool,
-                        expired_requests: int = 0) -> BatchStatus:
-    """The public status a batch should have now. Pure; call it after every part change.
-
-    Inputs:
-      * ``current`` -- the stored status. A terminal status never changes, and the result
-        is always ``current`` or a legal move from it (:data:`BATCH_TRANSITIONS`).
-      * ``parts`` -- every part of the batch, retries included.
-      * ``cancel_requested`` -- the user asked to cancel.
-      * ``prepared`` -- the input was validated and split into parts.
-      * ``validation_failed`` -- the input file was rejected (bad JSONL ...).
-      * ``pending_retries`` -- failed requests that will get another attempt but are not yet
-        in a part; while > 0 the batch is not done.
-      * ``finalized`` -- request counts, usage and our output/error files are written.
-      * ``expired_requests`` -- requests whose *final* result is ``batch_expired`` (the
-        provider's window ended and no attempt is left).
-
-    Rules, first match wins:
-      1. terminal ``current`` stays; ``validation_failed`` -> ``failed``;
-      2. cancel requested: ``cancelling`` while any part is live or results are not
-         finalized, then ``cancelled`` (partial results are kept);
-      3. not ``prepared`` -> ``validating``;
-      4. every part terminal and no pending retry: all parts ``failed`` -> ``failed``;
-         else not ``finalized`` -> ``finalizing``; else ``expired`` if any request ended
-         expired, otherwise ``completed``;
-      5. otherwise ``in_progress`` once any part reached the provider (``submitted`` or
-         later), ``validating`` before that.
+    A user's cancel ends ``cancelled``; any failed part makes the batch ``failed``; past
+    its completion window with requests left ``batch_expired`` it is ``expired`` (partial
+    results kept); otherwise ``completed``.
     """
-    target = _target_status(current, parts, cancel_requested=cancel_requested,
+    if cancel_requested:
+        return BatchStatus.CANCELLED
+    if any_part_failed:
+        return BatchStatus.FAILED
+    if window_closed and expired_requests > 0:
+        return BatchStatus.EXPIRED
+    return BatchStatus.COMPLETED
+
+
+def derive_batch_status(current: BatchStatus | str, parts: Iterable[PartStatus | str], *,
+                        cancel_requested: bool, prepared: bool, validation_failed: bool,
+                        finalized: bool, window_closed: bool = False,
+                        expired_requests: int = 0) -> BatchStatus:
+    """The public status a batch should have now, from its parts. Pure.
+
+    Inputs: ``current`` (the stored status: the result is always ``current`` or a legal
+    move from it, so a terminal status never changes); ``parts`` (every part's status,
+    retries included); ``cancel_requested``; ``prepared`` (the input was split into parts);
+    ``validation_failed`` (the input was rejected); ``finalized`` (counts and result files
+    are written, or for a cancel: nothing is left to settle); ``window_closed`` and
+    ``expired_requests`` (see :func:`final_batch_status`).
+
+    Rules, first match wins: rejected input -> ``failed``; cancel -> ``cancelling`` until
+    finalized, then ``cancelled``; not prepared -> ``validating``; a live part ->
+    ``in_progress``; not finalized -> ``finalizing``; else :func:`final_batch_status`. A
+    batch seen only at its end still passes through ``finalizing``.
+    """
+    current = BatchStatus(current)
+    target = _target_status([PartStatus(p) for p in parts], cancel_requested=cancel_requested,
                             prepared=prepared, validation_failed=validation_failed,
-                            pending_retries=pending_retries, finalized=finalized,
+                            finalized=finalized, window_closed=window_closed,
                             expired_requests=expired_requests)
     if target == current or can_transition_batch(current, target):
         return target
-    # A batch seen only now at its end still passes through finalizing first.
-    if target in (BatchStatus.COMPLETED, BatchStatus.EXPIRED) and can_transition_batch(
-            current, BatchStatus.FINALIZING):
+    if target in TERMINAL_BATCH_STATUSES and can_transition_batch(current, _B.FINALIZING):
         return BatchStatus.FINALIZING
     return current
 
 
-def _target_status(current: BatchStatus, parts: Sequence[PartView], *,
-                   cancel_requested: bool, prepared: bool, validation_failed: bool,
-                   pending_retries: int, finalized: bool,
+def _target_status(parts: list[PartStatus], *, cancel_requested: bool, prepared: bool,
+                   validation_failed: bool, finalized: bool, window_closed: bool,
                    expired_requests: int) -> BatchStatus:
-    if current in TERMINAL_BATCH_STATUSES:
-        return current
     if validation_failed:
         return BatchStatus.FAILED
-    live = any(p.status in LIVE_PART_STATUSES for p in parts)
-    if cancel_requested or current == BatchStatus.CANCELLING:
-        return BatchStatus.CANCELLING if live or not finalized else BatchStatus.CANCELLED
-    if not prepared or not parts:
+    if cancel_requested:
+        return BatchStatus.CANCELLED if finalized else BatchStatus.CANCELLING
+    if not prepared:
         return BatchStatus.VALIDATING
-    if not live and pending_retries <= 0:
-        if all(p.status == PartStatus.FAILED for p in parts):
-            return BatchStatus.FAILED
-        if not finalized:
-            return BatchStatus.FINALIZING
-        return BatchStatus.EXPIRED if expired_requests > 0 else BatchStatus.COMPLETED
-    started = current != BatchStatus.VALIDATING or any(
-        p.status in STARTED_PART_STATUSES for p in parts)
-    return BatchStatus.IN_PROGRESS if started else BatchStatus.VALIDATING
+    if any(p in LIVE_PART_STATUSES for p in parts):
+        return BatchStatus.IN_PROGRESS
+    if not finalized:
+        return BatchStatus.FINALIZING
+    return final_batch_status(cancel_requested=False,
+                              any_part_failed=PartStatus.FAILED in parts,
+                              window_closed=window_closed, expired_requests=expired_requests)

@@ -1,4 +1,4 @@
-"""Lifecycle: every status pair, the provider mapping, and the derivation table."""
+"""Lifecycle: every status pair, the provider mappings, the final status and the derivation."""
 
 from __future__ import annotations
 
@@ -8,44 +8,44 @@ import pytest
 
 from batchyard.domain.lifecycle import (
     BATCH_TRANSITIONS,
+    LIVE_PART_STATUSES,
+    OPEN_BATCH_STATUSES,
     PART_TRANSITIONS,
+    POLL_PART_STATUSES,
+    SUBMIT_PART_STATUSES,
     TERMINAL_BATCH_STATUSES,
     TERMINAL_PART_STATUSES,
     BatchStatus,
     PartStatus,
-    PartView,
     can_transition_batch,
     can_transition_part,
     derive_batch_status,
+    final_batch_status,
     is_provider_terminal,
+    part_status_after_ingest,
     part_status_after_poll,
 )
 
 B = BatchStatus
 P = PartStatus
 
-# The intended graphs, written out edge by edge (independently of the module's tables).
+# The intended graphs, written out edge by edge (independently of the module's tables):
+# exactly the writes the pipeline's services make.
 BATCH_EDGES = {
-    ("validating", "in_progress"), ("validating", "finalizing"), ("validating", "failed"),
-    ("validating", "cancelling"),
-    ("in_progress", "finalizing"), ("in_progress", "failed"), ("in_progress", "cancelling"),
-    ("finalizing", "completed"), ("finalizing", "expired"), ("finalizing", "cancelling"),
+    ("validating", "in_progress"), ("validating", "failed"), ("validating", "cancelling"),
+    ("in_progress", "finalizing"), ("in_progress", "cancelling"),
+    ("finalizing", "completed"), ("finalizing", "expired"), ("finalizing", "failed"),
+    ("finalizing", "cancelling"),
     ("cancelling", "cancelled"),
 }
 PART_EDGES = {
-    ("pending", "uploading"), ("pending", "waiting_quota"), ("pending", "failed"),
-    ("pending", "cancelled"),
-    ("waiting_quota", "pending"), ("waiting_quota", "uploaded"),
-    ("waiting_quota", "submitting"), ("waiting_quota", "failed"),
-    ("waiting_quota", "cancelled"),
-    ("uploading", "uploaded"), ("uploading", "pending"), ("uploading", "failed"),
-    ("uploading", "cancelled"),
-    ("uploaded", "submitting"), ("uploaded", "waiting_quota"), ("uploaded", "failed"),
-    ("uploaded", "cancelled"),
-    ("submitting", "submitted"), ("submitting", "uploaded"), ("submitting", "waiting_quota"),
-    ("submitting", "failed"), ("submitting", "cancelled"),
-    ("submitted", "ingesting"), ("submitted", "waiting_quota"), ("submitted", "failed"),
-    ("ingesting", "ingested"), ("ingesting", "failed"),
+    ("pending", "uploading"), ("pending", "failed"), ("pending", "cancelled"),
+    ("uploading", "uploaded"), ("uploading", "failed"),
+    ("uploaded", "submitting"), ("uploaded", "failed"),
+    ("submitting", "submitted"), ("submitting", "failed"),
+    ("submitted", "cancelling"), ("submitted", "ingesting"),
+    ("cancelling", "ingesting"),
+    ("ingesting", "ingested"), ("ingesting", "failed"), ("ingesting", "requeued"),
 }
 
 
@@ -54,15 +54,32 @@ def test_batch_statuses_are_exactly_openais() -> None:
                                     "completed", "expired", "cancelling", "cancelled"]
     assert {s.value for s in TERMINAL_BATCH_STATUSES} == {"failed", "completed", "expired",
                                                            "cancelled"}
+    assert set(OPEN_BATCH_STATUSES) == set(B) - TERMINAL_BATCH_STATUSES
     assert set(BATCH_TRANSITIONS) == set(B)
 
 
-def test_part_statuses_and_terminals() -> None:
-    assert {s.value for s in P} == {"pending", "waiting_quota", "uploading", "uploaded",
-                                    "submitting", "submitted", "ingesting", "ingested",
-                                    "failed", "cancelled"}
-    assert {s.value for s in TERMINAL_PART_STATUSES} == {"ingested", "failed", "cancelled"}
+def test_part_statuses_and_groups() -> None:
+    assert {s.value for s in P} == {"pending", "uploading", "uploaded", "submitting",
+                                    "submitted", "cancelling", "ingesting", "ingested",
+                                    "failed", "cancelled", "requeued"}
+    assert {s.value for s in TERMINAL_PART_STATUSES} == {"ingested", "failed", "cancelled",
+                                                          "requeued"}
+    assert [s.value for s in SUBMIT_PART_STATUSES] == ["pending", "uploading", "uploaded",
+                                                       "submitting"]
+    assert [s.value for s in POLL_PART_STATUSES] == ["submitted", "cancelling"]
+    # Live and terminal split the statuses exactly.
+    assert set(LIVE_PART_STATUSES) | set(TERMINAL_PART_STATUSES) == set(P)
+    assert not set(LIVE_PART_STATUSES) & set(TERMINAL_PART_STATUSES)
     assert set(PART_TRANSITIONS) == set(P)
+
+
+def test_every_part_status_is_reachable_from_pending() -> None:
+    seen, todo = {P.PENDING}, [P.PENDING]
+    while todo:
+        for nxt in PART_TRANSITIONS[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    assert seen == set(P)  # no dead member
 
 
 @pytest.mark.parametrize(("a", "b"), list(itertools.product(B, B)))
@@ -74,31 +91,55 @@ def test_every_batch_status_pair(a: BatchStatus, b: BatchStatus) -> None:
 @pytest.mark.parametrize(("a", "b"), list(itertools.product(P, P)))
 def test_every_part_status_pair(a: PartStatus, b: PartStatus) -> None:
     assert can_transition_part(a, b) is ((a.value, b.value) in PART_EDGES)
+    assert can_transition_part(a.value, b.value) is can_transition_part(a, b)
 
 
-def test_terminal_statuses_have_no_way_out() -> None:
+def test_terminal_statuses_have_no_way_out_and_live_ones_do() -> None:
     assert all(not BATCH_TRANSITIONS[s] for s in TERMINAL_BATCH_STATUSES)
     assert all(not PART_TRANSITIONS[s] for s in TERMINAL_PART_STATUSES)
+    assert all(PART_TRANSITIONS[s] for s in LIVE_PART_STATUSES)
 
 
 def test_unknown_status_is_an_error() -> None:
     with pytest.raises(ValueError):
         can_transition_batch("validating", "done")
+    with pytest.raises(ValueError):
+        can_transition_part("waiting_quota", "pending")
 
 
-@pytest.mark.parametrize(("provider", "codes", "expected"), [
-    ("validating", (), P.SUBMITTED), ("in_progress", (), P.SUBMITTED),
-    ("finalizing", (), P.SUBMITTED), ("cancelling", (), P.SUBMITTED),
-    ("completed", (), P.INGESTING), ("expired", (), P.INGESTING),
-    ("cancelled", (), P.INGESTING), ("Completed", (), P.INGESTING),
-    ("failed", ("invalid_json_line",), P.FAILED), ("failed", (), P.FAILED),
-    ("failed", ("token_limit_exceeded",), P.WAITING_QUOTA),
-    ("some_new_status", (), P.SUBMITTED),
+@pytest.mark.parametrize("current", list(POLL_PART_STATUSES))
+@pytest.mark.parametrize(("provider", "ends"), [
+    ("validating", False), ("in_progress", False), ("finalizing", False),
+    ("cancelling", False), ("some_new_status", False),
+    ("completed", True), ("expired", True), ("cancelled", True), ("failed", True),
+    ("Completed", True),
 ])
-def test_part_status_after_poll(provider: str, codes: tuple[str, ...],
-                                expected: PartStatus) -> None:
-    assert part_status_after_poll(provider, error_codes=codes) is expected
-    assert can_transition_part(P.SUBMITTED, expected) or expected is P.SUBMITTED
+def test_part_status_after_poll(current: PartStatus, provider: str, ends: bool) -> None:
+    result = part_status_after_poll(current, provider)
+    assert result is (P.INGESTING if ends else current)
+    assert result is current or can_transition_part(current, result)
+
+
+def test_only_polled_parts_have_a_poll_outcome() -> None:
+    with pytest.raises(ValueError):
+        part_status_after_poll(P.PENDING, "completed")
+
+
+@pytest.mark.parametrize(("provider", "codes", "has_output", "expected"), [
+    ("completed", (), True, P.INGESTED), ("completed", (), False, P.INGESTED),
+    ("expired", (), False, P.INGESTED), ("cancelled", (), True, P.INGESTED),
+    ("failed", ("invalid_json_line",), False, P.FAILED), ("failed", (), False, P.FAILED),
+    ("failed", (), True, P.INGESTED),
+    ("failed", ("token_limit_exceeded",), False, P.REQUEUED),
+    ("failed", ("other", "token_limit_exceeded"), True, P.REQUEUED),
+    ("completed", ("token_limit_exceeded",), True, P.INGESTED),
+    (None, (), False, P.INGESTED),
+])
+def test_part_status_after_ingest(provider: str | None, codes: tuple[str, ...],
+                                  has_output: bool, expected: PartStatus) -> None:
+    result = part_status_after_ingest(provider, error_codes=codes, has_output=has_output)
+    assert result is expected
+    assert can_transition_part(P.INGESTING, result)
 
 
 def test_provider_terminal() -> None:
@@ -107,60 +148,70 @@ def test_provider_terminal() -> None:
         True, True, True, True, False, False, True]
 
 
-def parts(*statuses: str) -> list[PartView]:
-    return [PartView(P(s)) for s in statuses]
+# (cancel_requested, any_part_failed, window_closed, expired_requests, expected)
+FINAL = [
+    (False, False, False, 0, "completed"),
+    (False, False, False, 3, "completed"),  # batch_expired rows, but retried in the window
+    (False, False, True, 0, "completed"),
+    (False, False, True, 3, "expired"),
+    (False, True, True, 3, "failed"),
+    (False, True, False, 0, "failed"),
+    (True, True, True, 3, "cancelled"),
+    (True, False, False, 0, "cancelled"),
+]
+
+
+@pytest.mark.parametrize(("cancel", "failed", "closed", "expired", "expected"), FINAL)
+def test_final_batch_status(cancel: bool, failed: bool, closed: bool, expired: int,
+                            expected: str) -> None:
+    result = final_batch_status(cancel_requested=cancel, any_part_failed=failed,
+                                window_closed=closed, expired_requests=expired)
+    assert result is B(expected)
+    assert result in TERMINAL_BATCH_STATUSES
 
 
 BASE = {"cancel_requested": False, "prepared": True, "validation_failed": False,
-        "pending_retries": 0, "finalized": False}
+        "finalized": False}
 
 # (current, part statuses, overrides of BASE, expected)
 DERIVATION = [
     # not prepared yet
     ("validating", (), {"prepared": False}, "validating"),
-    ("validating", ("pending",), {"prepared": False}, "validating"),
     # input rejected
     ("validating", (), {"prepared": False, "validation_failed": True}, "failed"),
-    # prepared but nothing at the provider yet
-    ("validating", ("pending", "uploading", "uploaded"), {}, "validating"),
-    ("validating", ("waiting_quota", "submitting"), {}, "validating"),
-    # a first part submitted
-    ("validating", ("submitted", "pending"), {}, "in_progress"),
-    ("validating", ("ingesting",), {}, "in_progress"),
-    # running: stays in_progress even if a retry part is only pending
+    # split: in progress at once, whatever the parts' progress
+    ("validating", ("pending", "pending"), {}, "in_progress"),
+    ("in_progress", ("pending", "uploading", "uploaded", "submitting"), {}, "in_progress"),
+    ("in_progress", ("submitted", "cancelling", "ingesting"), {}, "in_progress"),
+    # a retry or requeued part keeps it running
     ("in_progress", ("ingested", "pending"), {}, "in_progress"),
-    ("in_progress", ("ingested", "ingested"), {"pending_retries": 3}, "in_progress"),
-    ("in_progress", ("ingested", "waiting_quota"), {}, "in_progress"),
-    # all done: finalizing, then completed / expired
-    ("in_progress", ("ingested", "ingested"), {}, "finalizing"),
+    ("in_progress", ("requeued", "pending"), {}, "in_progress"),
+    # no live part: finalizing, then the final status
+    ("in_progress", ("ingested", "requeued", "cancelled"), {}, "finalizing"),
     ("in_progress", ("ingested", "failed"), {}, "finalizing"),
-    ("finalizing", ("ingested", "failed"), {}, "finalizing"),
     ("finalizing", ("ingested",), {"finalized": True}, "completed"),
-    ("finalizing", ("ingested",), {"finalized": True, "expired_requests": 2}, "expired"),
+    ("finalizing", ("ingested", "requeued", "ingested"), {"finalized": True}, "completed"),
+    ("finalizing", ("ingested",), {"finalized": True, "window_closed": True,
+                                   "expired_requests": 2}, "expired"),
+    ("finalizing", ("ingested",), {"finalized": True, "expired_requests": 2}, "completed"),
+    ("finalizing", ("ingested", "failed"), {"finalized": True}, "failed"),
+    ("finalizing", ("failed", "failed"), {"finalized": True}, "failed"),
     # seen only at the end: still passes through finalizing
-    ("validating", ("ingested",), {}, "finalizing"),
     ("in_progress", ("ingested",), {"finalized": True}, "finalizing"),
-    ("validating", ("ingested",), {"finalized": True}, "finalizing"),
-    # every part rejected by the provider
-    ("in_progress", ("failed", "failed"), {}, "failed"),
-    ("validating", ("failed",), {}, "failed"),
-    ("in_progress", ("failed", "failed"), {"pending_retries": 1}, "in_progress"),
-    # cancel
+    ("in_progress", ("failed",), {"finalized": True}, "finalizing"),
+    # cancel: cancelling until settled, then cancelled (partial results kept)
+    ("validating", (), {"cancel_requested": True, "prepared": False}, "cancelling"),
     ("in_progress", ("submitted", "ingested"), {"cancel_requested": True}, "cancelling"),
-    ("validating", ("pending",), {"cancel_requested": True}, "cancelling"),
-    ("cancelling", ("ingesting", "cancelled"), {"cancel_requested": True}, "cancelling"),
-    ("cancelling", ("ingested", "cancelled"), {"cancel_requested": True}, "cancelling"),
+    ("finalizing", ("ingested",), {"cancel_requested": True}, "cancelling"),
+    ("cancelling", ("cancelling", "cancelled"), {"cancel_requested": True}, "cancelling"),
     ("cancelling", ("ingested", "cancelled"), {"cancel_requested": True, "finalized": True},
      "cancelled"),
-    ("cancelling", ("ingested",), {"finalized": True}, "cancelled"),
-    ("finalizing", ("ingested",), {"cancel_requested": True}, "cancelling"),
-    # cancelled before it was prepared: nothing to wait for once finalized
     ("cancelling", (), {"cancel_requested": True, "prepared": False, "finalized": True},
      "cancelled"),
     # terminal stays terminal, whatever the inputs say
     ("completed", ("submitted",), {"cancel_requested": True}, "completed"),
     ("failed", ("ingested",), {"finalized": True}, "failed"),
-    ("expired", ("pending",), {"pending_retries": 5}, "expired"),
+    ("expired", ("pending",), {}, "expired"),
     ("cancelled", ("submitted",), {}, "cancelled"),
     # never backwards: a late retry part does not reopen finalizing
     ("finalizing", ("ingested", "pending"), {}, "finalizing"),
@@ -172,7 +223,7 @@ DERIVATION = [
 def test_derivation_table(current: str, statuses: tuple[str, ...],
                           overrides: dict[str, object], expected: str) -> None:
     kwargs = {**BASE, **overrides}
-    result = derive_batch_status(B(current), parts(*statuses), **kwargs)  # type: ignore[arg-type]
+    result = derive_batch_status(current, statuses, **kwargs)  # type: ignore[arg-type]
     assert result is B(expected)
     assert result == B(current) or can_transition_batch(B(current), result)
 
@@ -181,11 +232,25 @@ def test_derivation_table(current: str, statuses: tuple[str, ...],
 @pytest.mark.parametrize("cancel", [False, True])
 @pytest.mark.parametrize("finalized", [False, True])
 @pytest.mark.parametrize("statuses", [(), ("pending",), ("submitted", "ingested"),
-                                      ("ingested",), ("failed",), ("cancelled", "ingested")])
+                                      ("ingested",), ("failed",), ("cancelled", "ingested"),
+                                      ("requeued", "ingested")])
 def test_derivation_only_ever_makes_legal_moves(current: BatchStatus, cancel: bool,
                                                 finalized: bool,
                                                 statuses: tuple[str, ...]) -> None:
-    result = derive_batch_status(current, parts(*statuses), cancel_requested=cancel,
+    result = derive_batch_status(current, statuses, cancel_requested=cancel,
                                  prepared=bool(statuses), validation_failed=False,
-                                 pending_retries=0, finalized=finalized)
+                                 finalized=finalized, window_closed=True,
+                                 expired_requests=1)
     assert result == current or can_transition_batch(current, result)
+
+
+def test_the_pipeline_path_is_legal_step_by_step() -> None:
+    # validating -> in_progress -> finalizing -> completed, each derived from the last.
+    steps = [({"prepared": False}, ()), ({}, ("pending",)), ({}, ("submitted",)),
+             ({}, ("ingested",)), ({"finalized": True}, ("ingested",))]
+    seen = [B.VALIDATING]
+    for overrides, statuses in steps:
+        kwargs = {**BASE, **overrides}
+        seen.append(derive_batch_status(seen[-1], statuses, **kwargs))  # type: ignore[arg-type]
+    assert seen == [B.VALIDATING, B.VALIDATING, B.IN_PROGRESS, B.IN_PROGRESS, B.FINALIZING,
+                    B.COMPLETED]
