@@ -81,7 +81,8 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
 
 
 def iter_part_batches(lines: Iterable[RequestLine], *, max_requests: int, max_bytes: int,
-                      batch_size: int = _RUN) -> Iterator[tuple[int, list[RequestLine]]]:
+                      batch_size: int = _RUN,
+                      line_overhead: int = 0) -> Iterator[tuple[int, list[RequestLine]]]:
     """Yield ``(part_index, batch)``: the parts of :func:`split_into_parts`, streamed.
 
     ``part_index`` counts from 0. Each batch holds at most ``batch_size`` consecutive lines
@@ -89,21 +90,26 @@ def iter_part_batches(lines: Iterable[RequestLine], *, max_requests: int, max_by
     stays at one batch however big the parts are: a consumer writes or inserts each batch
     as it comes. Batches of a few hundred lines also die young, before the garbage
     collector starts walking them again and again (what makes whole parts slow).
+
+    ``line_overhead`` bytes are counted on top of each line (and its newline) against
+    ``max_bytes``: room for a line to grow before upload (:func:`rewrite_model`).
     """
-    if max_requests < 1 or max_bytes < 2 or batch_size < 1:
-        raise ValueError("max_requests and batch_size must be >= 1, max_bytes >= 2")
+    if max_requests < 1 or max_bytes < 2 or batch_size < 1 or line_overhead < 0:
+        raise ValueError("max_requests and batch_size must be >= 1, max_bytes >= 2, "
+                         "line_overhead >= 0")
+    per_line = 1 + line_overhead
     index, count, size = 0, 0, 0  # the current part: its number, lines and bytes so far
     batch: list[RequestLine] = []
     source = iter(lines)
     while run := list(islice(source, _RUN)):
-        run_bytes = sum(map(_n_bytes, run)) + len(run)
+        run_bytes = sum(map(_n_bytes, run)) + len(run) * per_line
         if count + len(run) <= max_requests and size + run_bytes <= max_bytes:
             batch += run  # the whole run fits in the current part: no per-line work
             count += len(run)
             size += run_bytes
         else:
             for line in run:
-                n = line.n_bytes + 1
+                n = line.n_bytes + per_line
                 if size + n > max_bytes or count == max_requests:
                     if n > max_bytes:
                         raise JsonlError(f"the request is {n:,} bytes, more than a part may "

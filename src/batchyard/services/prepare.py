@@ -1,8 +1,11 @@
 """prepare: validate a batch's input file and split it into parts, all or nothing.
 
-The whole file is validated while its request rows are written, in ONE transaction with the
-parts: a bad line rolls everything back and the batch ends ``failed`` with the line number,
-so no part or request row of a rejected file ever exists.
+The file is streamed: lines are validated, cut into parts and written as request rows a
+batch of ``ingest_batch_rows`` at a time, so memory stays flat whatever the part size. All
+of it happens in ONE transaction with the parts: a bad line anywhere (also in a later part,
+after earlier parts' rows were written) rolls everything back and the batch ends ``failed``
+with the line number, so no part or request row of a rejected file ever exists. A crash
+mid-way rolls back the same way; the batch's lease runs out and the sweep nudges it again.
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy.orm import Session
 
 from batchyard.db.bulk import insert_requests
 from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
-from batchyard.domain.jsonl import RequestLine, iter_request_lines, split_into_parts
+from batchyard.domain.jsonl import RequestLine, iter_part_batches, iter_request_lines
 from batchyard.errors import JsonlError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
 from batchyard.services.state import PARKED, STAGE_ACCEPTED, STAGE_DONE, STAGE_RUNNING
 
 logger = logging.getLogger(__name__)
+
+#: Bytes per line kept free in a part for re-serialisation at upload (numbers such as
+#: ``1e5`` come back as ``100000.0``), on top of the longest model name a deployment writes.
+_REWRITE_SLACK = 16
 
 
 class _Moved(Exception):
@@ -67,44 +75,77 @@ def input_chunks(svc: Services, file_row: FileRow | None) -> Iterator[bytes]:
 def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -> list[str]:
     cfg = svc.settings.pipeline
     lines = iter_request_lines(input_chunks(svc, file_row), endpoint=batch.endpoint)
-    part_ids: list[str] = []
+    batches = iter_part_batches(lines, max_requests=cfg.part_max_requests,
+                                max_bytes=cfg.part_max_bytes,
+                                batch_size=max(1, cfg.ingest_batch_rows),
+                                line_overhead=rewrite_margin(svc))
     now = time.time()
     with svc.sessions.begin() as session:
-        total, model = 0, batch.model
-        parts = split_into_parts(lines, max_requests=cfg.part_max_requests,
-                                 max_bytes=cfg.part_max_bytes)
-        for seq, part_lines in enumerate(parts, start=1):
-            part_id = _store_part(session, batch.id, seq, part_lines, cfg.ingest_batch_rows, now)
-            part_ids.append(part_id)
-            total += len(part_lines)
-            model = model or part_lines[0].model
+        writer = _PartWriter(session, batch.id, now)
+        for index, chunk in batches:
+            writer.write(index, chunk)
+        writer.close()
         moved = transition_batch(session, batch.id, "validating", "in_progress",
-                                 reason=f"split into {len(part_ids)} parts", total=total,
-                                 model=model, stage=STAGE_RUNNING, in_progress_at=int(now),
+                                 reason=f"split into {len(writer.part_ids)} parts",
+                                 total=writer.total, model=batch.model or writer.model,
+                                 stage=STAGE_RUNNING, in_progress_at=int(now),
                                  due_at=now + PARKED)
         if not moved:  # cancelled or changed meanwhile: roll the whole split back
             raise _Moved
-    return part_ids
+    return writer.part_ids
 
 
-def _store_part(session: Session, batch_id: str, seq: int, lines: list[RequestLine],
-                chunk_rows: int, now: float) -> str:
-    part_id = new_part_id()
-    session.add(PartRow(id=part_id, batch_id=batch_id, seq=seq, attempt=1, status="pending",
-                        request_count=len(lines), byte_size=sum(ln.n_bytes + 1 for ln in lines),
-                        estimated_tokens=sum(ln.est_tokens for ln in lines),
-                        next_poll_at=now, created_at=now, updated_at=now))
-    session.add(EventRow(batch_id=batch_id, part_id=part_id, entity="part", from_status=None,
-                         to_status="pending", at=now, reason=f"{len(lines)} requests"))
-    session.flush()
-    for start in range(0, len(lines), chunk_rows):
+def rewrite_margin(svc: Services) -> int:
+    """Bytes a line may grow at upload when a deployment writes its own model name."""
+    names = [orjson.dumps(dep.model) for dep in svc.deployments.all() if dep.rewrites_model]
+    return max(map(len, names)) + _REWRITE_SLACK if names else 0
+
+
+class _PartWriter:
+    """Writes request rows batch by batch; a part's row is added once its size is known."""
+
+    def __init__(self, session: Session, batch_id: str, now: float) -> None:
+        self.session, self.batch_id, self.now = session, batch_id, now
+        self.part_ids: list[str] = []
+        self.total = 0
+        self.model: str | None = None
+        self._index = -1
+        self._count = self._bytes = self._tokens = 0
+
+    def write(self, index: int, lines: list[RequestLine]) -> None:
+        """Insert one batch of rows of part ``index`` (a new index closes the last part)."""
+        if index != self._index:
+            self.close()
+            self._index = index
+            self.part_ids.append(new_part_id())
+            self.model = self.model or lines[0].model
+        part_id, batch_id = self.part_ids[-1], self.batch_id
         rows: list[dict[str, Any]] = [
             {"batch_id": batch_id, "custom_id": ln.custom_id, "line_no": ln.line_no,
              "body": ln.raw.decode("utf-8"), "part_id": part_id, "attempt": 1,
              "state": "pending"}
-            for ln in lines[start:start + chunk_rows]]
-        insert_requests(session, rows)
-    return part_id
+            for ln in lines]
+        insert_requests(self.session, rows)
+        self._count += len(lines)
+        self._bytes += sum(ln.n_bytes for ln in lines) + len(lines)
+        self._tokens += sum(ln.est_tokens for ln in lines)
+
+    def close(self) -> None:
+        """Add the row (and creation event) of the part being written, if any."""
+        if not self._count:
+            return
+        part_id, count = self.part_ids[-1], self._count
+        self.session.add(PartRow(id=part_id, batch_id=self.batch_id, seq=len(self.part_ids),
+                                 attempt=1, status="pending", request_count=count,
+                                 byte_size=self._bytes, estimated_tokens=self._tokens,
+                                 next_poll_at=self.now, created_at=self.now,
+                                 updated_at=self.now))
+        self.session.add(EventRow(batch_id=self.batch_id, part_id=part_id, entity="part",
+                                  from_status=None, to_status="pending", at=self.now,
+                                  reason=f"{count} requests"))
+        self.session.flush()
+        self.total += count
+        self._count = self._bytes = self._tokens = 0
 
 
 def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
