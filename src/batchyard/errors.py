@@ -84,6 +84,10 @@ class StateConflictError(BatchyardError):
     error_type = "invalid_request_error"
 
 
+class IllegalTransitionError(BatchyardError):
+    """A status write the lifecycle does not allow (a bug in the caller, not a race)."""
+
+
 class LimitExceededError(BatchyardError):
     """A per-key limit would be exceeded."""
 

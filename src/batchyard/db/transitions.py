@@ -1,7 +1,9 @@
 """Compare-and-set status writes, each with its event row.
 
 ``UPDATE ... WHERE id = :id AND status IN (:expected)``: a write only lands when the row is
-still where the caller last saw it, so two workers acting on one nudge cannot both win.
+still where the caller last saw it, so two workers acting on one nudge cannot both win. A
+write the lifecycle forbids (:mod:`batchyard.domain.lifecycle`) is a bug in the caller, not a
+race: it raises :class:`~batchyard.errors.IllegalTransitionError` and writes nothing.
 """
 
 from __future__ import annotations
@@ -14,18 +16,38 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, EventRow, PartRow
+from batchyard.domain.lifecycle import (
+    BatchStatus,
+    PartStatus,
+    can_transition_batch,
+    can_transition_part,
+)
+from batchyard.errors import IllegalTransitionError
 
 
 def _expected(statuses: str | Iterable[str]) -> list[str]:
     return [statuses] if isinstance(statuses, str) else list(statuses)
 
 
+def _refuse(entity: str, object_id: str, current: str, to_status: str) -> IllegalTransitionError:
+    return IllegalTransitionError(f"illegal {entity} transition {current} -> {to_status}",
+                                  code="illegal_transition", object_id=object_id)
+
+
 def transition_batch(session: Session, batch_id: str, expected: str | Iterable[str],
-                     to_status: str, *, reason: str | None = None, **values: Any) -> bool:
-    """Move a batch from one of ``expected`` to ``to_status``; False when it had moved on."""
+                     to_status: BatchStatus | str, *, reason: str | None = None,
+                     **values: Any) -> bool:
+    """Move a batch from one of ``expected`` to ``to_status``; False when it had moved on.
+
+    Raises IllegalTransitionError when the batch is where the caller expected but the
+    lifecycle does not allow the move.
+    """
+    to_status = BatchStatus(to_status).value
     row = session.get(BatchRow, batch_id, populate_existing=True)
     if row is None or row.status not in _expected(expected):
         return False
+    if not can_transition_batch(row.status, to_status):
+        raise _refuse("batch", batch_id, row.status, to_status)
     now = time.time()
     stmt = (update(BatchRow)
             .where(BatchRow.id == batch_id, BatchRow.status == row.status)
@@ -40,12 +62,20 @@ def transition_batch(session: Session, batch_id: str, expected: str | Iterable[s
 
 
 def transition_part(session: Session, part: PartRow | str, expected: str | Iterable[str],
-                    to_status: str, *, reason: str | None = None, **values: Any) -> bool:
-    """Move a part from one of ``expected`` to ``to_status``; False when it had moved on."""
+                    to_status: PartStatus | str, *, reason: str | None = None,
+                    **values: Any) -> bool:
+    """Move a part from one of ``expected`` to ``to_status``; False when it had moved on.
+
+    Raises IllegalTransitionError when the part is where the caller expected but the
+    lifecycle does not allow the move.
+    """
+    to_status = PartStatus(to_status).value
     part_id = part if isinstance(part, str) else part.id
     row = session.get(PartRow, part_id, populate_existing=True)
     if row is None or row.status not in _expected(expected):
         return False
+    if not can_transition_part(row.status, to_status):
+        raise _refuse("part", part_id, row.status, to_status)
     now = time.time()
     stmt = (update(PartRow)
             .where(PartRow.id == part_id, PartRow.status == row.status)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch, transition_part
+from batchyard.domain.lifecycle import BatchStatus, PartStatus
 from batchyard.services.container import Services
 from batchyard.services.state import (
     PARKED,
@@ -34,16 +35,16 @@ def cancel_batch_work(svc: Services, batch_id: str) -> None:
             return
         if batch.stage == STAGE_ACCEPTED:
             now = time.time()
-            transition_batch(session, batch_id, "cancelling", "cancelled",
+            transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
                              reason="cancelled before validation", cancelled_at=int(now),
                              stage=STAGE_DONE, due_at=now + PARKED)
             return
         now = time.time()
         for part in session.scalars(select(PartRow).where(PartRow.batch_id == batch_id)):
-            if part.status == "pending":
-                transition_part(session, part.id, "pending", "cancelled",
+            if part.status == PartStatus.PENDING:
+                transition_part(session, part.id, PartStatus.PENDING, PartStatus.CANCELLED,
                                 reason="batch cancelled")
-            elif part.status == "submitted":
+            elif part.status == PartStatus.SUBMITTED:
                 part.next_poll_at = now  # the next tick sends the provider cancel
         finalize = request_finalize_if_done(session, batch_id)
         if not finalize:

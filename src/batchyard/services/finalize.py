@@ -16,6 +16,12 @@ from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, FileRow, PartRow, RequestRow, ResultRow
 from batchyard.db.transitions import claim_batch, transition_batch
+from batchyard.domain.lifecycle import (
+    OPEN_BATCH_STATUSES,
+    BatchStatus,
+    PartStatus,
+    final_batch_status,
+)
 from batchyard.services.container import Services
 from batchyard.services.ids import result_file_id
 from batchyard.services.render import rendered_size
@@ -23,8 +29,6 @@ from batchyard.services.retry import close_missing, past_window
 from batchyard.services.state import PARKED, STAGE_DONE, STAGE_FINALIZING, live_part_count
 
 logger = logging.getLogger(__name__)
-
-_OPEN_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 
 
 def finalize_batch(svc: Services, batch_id: str) -> str | None:
@@ -40,27 +44,27 @@ def finalize_batch(svc: Services, batch_id: str) -> str | None:
             return None
         failed_parts = _failed_part_errors(session, batch_id)
         status = _final_status(session, batch, failed_parts)
-        if status != "failed":
-            code = {"cancelled": "batch_cancelled", "expired": "batch_expired"}.get(
-                status, "no_result")
+        if status != BatchStatus.FAILED:
+            code = {BatchStatus.CANCELLED: "batch_cancelled",
+                    BatchStatus.EXPIRED: "batch_expired"}.get(status, "no_result")
             close_missing(session, batch_id, None, code, f"the batch was {status} first")
     with svc.sessions.begin() as session:
         values = _counts(session, batch_id)
         values.update(_result_files(svc, session, batch_id, values))
-        if status == "failed":
+        if status == BatchStatus.FAILED:
             values["errors"] = {"object": "list", "data": failed_parts}
         now = int(time.time())
         values[f"{status}_at"] = now
-        transition_batch(session, batch_id, _OPEN_STATUSES, status, reason="all parts done",
+        transition_batch(session, batch_id, OPEN_BATCH_STATUSES, status, reason="all parts done",
                          stage=STAGE_DONE, due_at=now + PARKED, **values)
-    logger.info("batch.finalized", extra={"batch_id": batch_id, "status": status})
-    return status
+    logger.info("batch.finalized", extra={"batch_id": batch_id, "status": status.value})
+    return status.value
 
 
 def _failed_part_errors(session: Session, batch_id: str) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     stmt = select(PartRow.provider_errors).where(PartRow.batch_id == batch_id,
-                                                 PartRow.status == "failed")
+                                                 PartRow.status == PartStatus.FAILED)
     for blob in session.scalars(stmt):
         errors.extend((blob or {}).get("data") or [{"code": "provider_failed",
                                                     "message": "the provider batch failed"}])
@@ -68,16 +72,17 @@ def _failed_part_errors(session: Session, batch_id: str) -> list[dict[str, Any]]
 
 
 def _final_status(session: Session, batch: BatchRow,
-                  failed_parts: list[dict[str, Any]]) -> str:
-    if batch.cancel_requested:
-        return "cancelled"
-    if failed_parts:
-        return "failed"
-    if past_window(batch) and session.scalar(
-            select(func.count()).select_from(ResultRow).where(
-                ResultRow.batch_id == batch.id, ResultRow.error_code == "batch_expired")):
-        return "expired"  # the window closed with requests unanswered (partial results kept)
-    return "completed"
+                  failed_parts: list[dict[str, Any]]) -> BatchStatus:
+    closed = past_window(batch)
+    return final_batch_status(cancel_requested=batch.cancel_requested,
+                              any_part_failed=bool(failed_parts), window_closed=closed,
+                              expired_requests=_expired_count(session, batch.id) if closed else 0)
+
+
+def _expired_count(session: Session, batch_id: str) -> int:
+    # Requests left batch_expired: with the window closed, the batch ends expired.
+    return int(session.scalar(select(func.count()).select_from(ResultRow).where(
+        ResultRow.batch_id == batch_id, ResultRow.error_code == "batch_expired")) or 0)
 
 
 def _counts(session: Session, batch_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.results import upsert_results
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
+from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
@@ -41,17 +42,20 @@ FLUSH_BYTES = 4 << 20
 def ingest_part(svc: Services, part_id: str) -> int:
     """Ingest one part whose provider batch ended; returns result rows written."""
     with svc.sessions.begin() as session:
-        if not claim_part(session, part_id, "ingesting", svc.settings.pipeline.stale_seconds):
+        if not claim_part(session, part_id, PartStatus.INGESTING,
+                          svc.settings.pipeline.stale_seconds):
             return 0
     with svc.sessions() as session:
         part = session.get(PartRow, part_id)
         batch = session.get(BatchRow, part.batch_id) if part else None
     if part is None or batch is None:
         return 0
-    if part.provider_status == "failed" and _quota_failure(part):
+    outcome = part_status_after_ingest(part.provider_status, error_codes=_error_codes(part),
+                                       has_output=bool(part.provider_output_file_id))
+    if outcome == PartStatus.REQUEUED:
         _finish(svc, part, requeue_for_quota(svc, part))
         return 0
-    if part.provider_status == "failed" and not part.provider_output_file_id:
+    if outcome == PartStatus.FAILED:
         _fail_validation(svc, part)
         return 0
     written = _ingest_files(svc, part, batch)
@@ -59,14 +63,14 @@ def ingest_part(svc: Services, part_id: str) -> int:
     return written
 
 
-def _quota_failure(part: PartRow) -> bool:
+def _error_codes(part: PartRow) -> list[str]:
     errors = (part.provider_errors or {}).get("data") or []
-    return any(err.get("code") == "token_limit_exceeded" for err in errors)
+    return [str(err["code"]) for err in errors if err.get("code")]
 
 
 def _fail_validation(svc: Services, part: PartRow) -> None:
     with svc.sessions.begin() as session:
-        transition_part(session, part.id, "ingesting", "failed",
+        transition_part(session, part.id, PartStatus.INGESTING, PartStatus.FAILED,
                         reason="provider rejected the part's input")
         finalize = request_finalize_if_done(session, part.batch_id)
     if finalize:

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from batchyard.db.engine import is_sqlite
 from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import transition_part
+from batchyard.domain.lifecycle import POLL_PART_STATUSES, PartStatus, part_status_after_poll
 from batchyard.domain.polling import next_poll_delay
 from batchyard.errors import (
     ProviderNotFoundError,
@@ -27,19 +28,15 @@ from batchyard.errors import (
 from batchyard.providers.base import ProviderBatch
 from batchyard.providers.client import SyncProviderClient
 from batchyard.services.container import Services
-from batchyard.services.state import INGEST_STATUS, POLL_STATUSES
 
 logger = logging.getLogger(__name__)
-
-#: Provider statuses after which a provider batch never changes again.
-PROVIDER_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 def claim_due_parts(svc: Services, *, limit: int = 500) -> list[str]:
     """Take the parts whose poll time has come and push their next poll out (a lease)."""
     now = time.time()
     stmt = (select(PartRow.id)
-            .where(PartRow.status.in_(POLL_STATUSES), PartRow.next_poll_at <= now)
+            .where(PartRow.status.in_(POLL_PART_STATUSES), PartRow.next_poll_at <= now)
             .order_by(PartRow.next_poll_at).limit(limit))
     if not is_sqlite(svc.engine):
         stmt = stmt.with_for_update(skip_locked=True)
@@ -80,11 +77,11 @@ def poll_part(svc: Services, part_id: str) -> None:
     with svc.sessions() as session:
         part = session.get(PartRow, part_id)
         batch = session.get(BatchRow, part.batch_id) if part else None
-    if part is None or batch is None or part.status not in POLL_STATUSES:
+    if part is None or batch is None or part.status not in POLL_PART_STATUSES:
         return
     provider = svc.providers.for_deployment(str(part.deployment))
     try:
-        if batch.cancel_requested and part.status == "submitted":
+        if batch.cancel_requested and part.status == PartStatus.SUBMITTED:
             snapshot = _cancel(svc, provider, part)
         else:
             snapshot = provider.retrieve_batch(str(part.provider_batch_id))
@@ -102,17 +99,17 @@ def _cancel(svc: Services, provider: SyncProviderClient, part: PartRow) -> Provi
     except ProviderRejectedError:
         snapshot = provider.retrieve_batch(str(part.provider_batch_id))
     with svc.sessions.begin() as session:
-        transition_part(session, part.id, "submitted", "cancelling", reason="batch cancelled",
-                        provider_status=snapshot.status)
+        transition_part(session, part.id, PartStatus.SUBMITTED, PartStatus.CANCELLING,
+                        reason="batch cancelled", provider_status=snapshot.status)
     return snapshot
 
 
 def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
-    if snapshot.status in PROVIDER_TERMINAL:
+    if part_status_after_poll(PartStatus(part.status), snapshot.status) == PartStatus.INGESTING:
         errors = [asdict(err) for err in snapshot.errors]
         with svc.sessions.begin() as session:
             moved = transition_part(
-                session, part.id, POLL_STATUSES, INGEST_STATUS,
+                session, part.id, POLL_PART_STATUSES, PartStatus.INGESTING,
                 reason=f"provider {snapshot.status}", provider_status=snapshot.status,
                 provider_output_file_id=snapshot.output_file_id,
                 provider_error_file_id=snapshot.error_file_id,
@@ -145,5 +142,5 @@ def _schedule(svc: Services, part: PartRow, *, progressed: bool, status: str | N
         values["last_error"] = error[:1000]
     with svc.sessions.begin() as session:
         session.execute(update(PartRow)
-                        .where(PartRow.id == part.id, PartRow.status.in_(POLL_STATUSES))
+                        .where(PartRow.id == part.id, PartRow.status.in_(POLL_PART_STATUSES))
                         .values(**values).execution_options(synchronize_session=False))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, EventRow, PartRow, RequestRow, ResultRow
 from batchyard.db.transitions import transition_part
+from batchyard.domain.lifecycle import PartStatus
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
 from batchyard.services.routing import block_deployment
@@ -32,7 +33,7 @@ def settle_part(svc: Services, part_id: str) -> tuple[list[str], bool]:
     with svc.sessions.begin() as session:
         part = session.get(PartRow, part_id)
         batch = _lock_batch(session, part.batch_id) if part else None
-        if part is None or batch is None or part.status != "ingesting":
+        if part is None or batch is None or part.status != PartStatus.INGESTING:
             return [], False
         new_parts: list[str] = []
         # Past the batch's own completion window nothing is retried: it ends expired.
@@ -42,7 +43,7 @@ def settle_part(svc: Services, part_id: str) -> tuple[list[str], bool]:
         code = _MISSING_CODES.get(part.provider_status or "", "no_result")
         close_missing(session, batch.id, part.id, code,
                       f"the provider batch ended {part.provider_status} without a result")
-        transition_part(session, part.id, "ingesting", "ingested",
+        transition_part(session, part.id, PartStatus.INGESTING, PartStatus.INGESTED,
                         reason=f"{len(new_parts)} retry parts")
         finalize = request_finalize_if_done(session, batch.id)
     return new_parts, finalize
@@ -59,8 +60,9 @@ def requeue_for_quota(svc: Services, part: PartRow) -> tuple[list[str], bool]:
     until = time.time() + svc.settings.pipeline.quota_retry_seconds
     with svc.sessions.begin() as session:
         batch = _lock_batch(session, part.batch_id)
-        if batch is None or not transition_part(session, part.id, "ingesting", "requeued",
-                                                 reason="token_limit_exceeded"):
+        if batch is None or not transition_part(
+                session, part.id, PartStatus.INGESTING, PartStatus.REQUEUED,
+                reason="token_limit_exceeded"):
             return [], False
         block_deployment(session, str(part.deployment), until)
         if batch.cancel_requested:
@@ -124,10 +126,10 @@ def _new_part(session: Session, batch: BatchRow, request_ids: list[int], attempt
         session.execute(update(RequestRow).where(RequestRow.id.in_(chunk)).values(**values)
                         .execution_options(synchronize_session=False))
     session.add(PartRow(id=part_id, batch_id=batch.id, seq=seq, attempt=attempt,
-                        status="pending", request_count=len(request_ids),
+                        status=PartStatus.PENDING.value, request_count=len(request_ids),
                         byte_size=size + len(request_ids), estimated_tokens=size // 4 + 1,
                         next_poll_at=now, created_at=now, updated_at=now))
     session.add(EventRow(batch_id=batch.id, part_id=part_id, entity="part", from_status=None,
-                         to_status="pending", at=now,
+                         to_status=PartStatus.PENDING.value, at=now,
                          reason=f"attempt {attempt}: {len(request_ids)} requests"))
     return part_id

@@ -10,9 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import DeploymentStateRow, PartRow
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, PartStatus
 from batchyard.domain.routing import Deployment, DeploymentLoad, choose_deployment
 from batchyard.services.container import Services
-from batchyard.services.state import LIVE_STATUSES
 
 #: The deployment_state row whose counter drives round-robin / weighted choices.
 ROUTER_ROW = "__router__"
@@ -22,8 +22,8 @@ def current_loads(session: Session) -> dict[str, DeploymentLoad]:
     """Enqueued (estimated) tokens per deployment over live parts, plus quota blocks."""
     enqueued = dict(session.execute(
         select(PartRow.deployment, func.sum(PartRow.estimated_tokens))
-        .where(PartRow.status.in_(LIVE_STATUSES), PartRow.deployment.is_not(None),
-               PartRow.status != "pending")
+        .where(PartRow.status.in_(LIVE_PART_STATUSES), PartRow.deployment.is_not(None),
+               PartRow.status != PartStatus.PENDING)
         .group_by(PartRow.deployment)).all())
     blocked = dict(session.execute(
         select(DeploymentStateRow.deployment_id, DeploymentStateRow.blocked_until)).all())

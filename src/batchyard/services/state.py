@@ -1,26 +1,19 @@
-"""Pipeline vocabulary shared by the pipeline modules: part statuses and batch stages."""
+"""Pipeline bookkeeping shared by the pipeline modules: batch stages and the finalize hand-off.
+
+Statuses (and which parts are live) come from :mod:`batchyard.domain.lifecycle`; a stage is
+the sweep's view of which task a batch waits for, not a status.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import transition_batch
-
-#: Part statuses before the provider batch exists (driven by the submit task).
-SUBMIT_STATUSES = ("pending", "uploading", "uploaded", "submitting")
-#: Part statuses while the provider runs it (driven by the poll tick).
-POLL_STATUSES = ("submitted", "cancelling")
-#: A part whose provider batch ended and whose results are being read.
-INGEST_STATUS = "ingesting"
-#: Parts that need no more work: done, failed at the provider, cancelled before submit,
-#: or requeued (its requests moved to a new part after token_limit_exceeded).
-TERMINAL_STATUSES = ("ingested", "failed", "cancelled", "requeued")
-LIVE_STATUSES = (*SUBMIT_STATUSES, *POLL_STATUSES, INGEST_STATUS)
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, BatchStatus
 
 #: Batch stages (the sweep's view; the public status is separate).
 STAGE_ACCEPTED, STAGE_RUNNING, STAGE_FINALIZING, STAGE_DONE = (
@@ -33,7 +26,7 @@ PARKED = 10 * 365 * 86400.0
 def live_part_count(session: Session, batch_id: str) -> int:
     """How many of a batch's parts still need work."""
     stmt = select(func.count()).select_from(PartRow).where(
-        PartRow.batch_id == batch_id, PartRow.status.in_(LIVE_STATUSES))
+        PartRow.batch_id == batch_id, PartRow.status.in_(LIVE_PART_STATUSES))
     return int(session.scalar(stmt) or 0)
 
 
@@ -48,11 +41,7 @@ def request_finalize_if_done(session: Session, batch_id: str) -> bool:
         .values(stage=STAGE_FINALIZING, due_at=now)
         .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
     if moved:
-        transition_batch(session, batch_id, "in_progress", "finalizing",
+        transition_batch(session, batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
                          reason="no live parts", finalizing_at=int(now))
     return bool(moved)
 
-
-def statuses(values: Iterable[str]) -> list[str]:
-    """A list for ``IN`` clauses."""
-    return list(values)

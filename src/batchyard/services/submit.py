@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import rewrite_model
+from batchyard.domain.lifecycle import SUBMIT_PART_STATUSES, PartStatus
 from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderAuthError, ProviderRejectedError, ProviderTransientError
 from batchyard.providers.base import ProviderBatch
@@ -27,7 +28,7 @@ from batchyard.providers.client import SyncProviderClient
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.routing import pick_deployment
-from batchyard.services.state import SUBMIT_STATUSES, request_finalize_if_done
+from batchyard.services.state import request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,12 @@ def submit_part(svc: Services, part_id: str) -> str | None:
     """Drive one part to ``submitted``; returns its final status (None when not claimed)."""
     lease = svc.settings.pipeline.stale_seconds
     with svc.sessions.begin() as session:
-        if not claim_part(session, part_id, SUBMIT_STATUSES, lease):
+        if not claim_part(session, part_id, SUBMIT_PART_STATUSES, lease):
             return None
     fresh = False
     while True:
         step = _load(svc, part_id, fresh)
-        if step is None or step.part.status not in SUBMIT_STATUSES:
+        if step is None or step.part.status not in SUBMIT_PART_STATUSES:
             return step.part.status if step else None
         try:
             fresh = _advance(svc, step)
@@ -58,7 +59,7 @@ def submit_part(svc: Services, part_id: str) -> str | None:
             return "retry"
         except (ProviderRejectedError, ProviderAuthError) as exc:
             _fail(svc, step.part, exc)
-            return "failed"
+            return PartStatus.FAILED
         if not fresh:
             final = _load(svc, part_id, False)
             return final.part.status if final else None
@@ -73,12 +74,12 @@ def _load(svc: Services, part_id: str, fresh: bool) -> _Step | None:
 
 def _advance(svc: Services, step: _Step) -> bool:
     status = step.part.status
-    if status == "pending":
+    if status == PartStatus.PENDING:
         return _start(svc, step)
-    if status == "uploading":
+    if status == PartStatus.UPLOADING:
         return _upload(svc, step)
-    if status == "uploaded":
-        return _record_intent(svc, step.part, "uploaded", "submitting")
+    if status == PartStatus.UPLOADED:
+        return _record_intent(svc, step.part, PartStatus.UPLOADED, PartStatus.SUBMITTING)
     return _create(svc, step)
 
 
@@ -87,11 +88,12 @@ def _start(svc: Services, step: _Step) -> bool:
     part, batch = step.part, step.batch
     with svc.sessions.begin() as session:
         if batch.cancel_requested:
-            transition_part(session, part.id, "pending", "cancelled", reason="batch cancelled")
+            transition_part(session, part.id, PartStatus.PENDING, PartStatus.CANCELLED,
+                            reason="batch cancelled")
             finalize = request_finalize_if_done(session, batch.id)
         elif not svc.deployments.for_model(batch.model, batch.provider):
             message = f"no deployment serves model {batch.model!r}"
-            transition_part(session, part.id, "pending", "failed", reason=message,
+            transition_part(session, part.id, PartStatus.PENDING, PartStatus.FAILED, reason=message,
                             provider_errors={"data": [{"code": "model_not_found",
                                                        "message": message, "line": None}]})
             finalize = request_finalize_if_done(session, batch.id)
@@ -102,7 +104,7 @@ def _start(svc: Services, step: _Step) -> bool:
                 _wait_for_room(svc, session, part.id)
                 return False
             return transition_part(
-                session, part.id, "pending", "uploading", reason=f"to {dep.id}",
+                session, part.id, PartStatus.PENDING, PartStatus.UPLOADING, reason=f"to {dep.id}",
                 deployment=dep.id, side_effect_attempts=part.side_effect_attempts + 1,
                 next_poll_at=time.time() + intent_lease(svc, part))
     if finalize:
@@ -142,13 +144,13 @@ def _upload(svc: Services, step: _Step) -> bool:
         logger.info("part.uploaded", extra={"part_id": part.id, "file_id": file_id})
     crash_point(svc.settings, "after_upload")
     with svc.sessions.begin() as session:
-        if not transition_part(session, part.id, "uploading", "uploaded",
+        if not transition_part(session, part.id, PartStatus.UPLOADING, PartStatus.UPLOADED,
                                provider_file_id=file_id):
             return False
-    return _record_intent(svc, part, "uploaded", "submitting")
+    return _record_intent(svc, part, PartStatus.UPLOADED, PartStatus.SUBMITTING)
 
 
-def _record_intent(svc: Services, part: PartRow, src: str, dst: str) -> bool:
+def _record_intent(svc: Services, part: PartRow, src: PartStatus, dst: PartStatus) -> bool:
     with svc.sessions.begin() as session:
         row = session.get(PartRow, part.id)
         attempts = (row.side_effect_attempts if row else 0) + 1
@@ -170,8 +172,9 @@ def _create(svc: Services, step: _Step) -> bool:
     crash_point(svc.settings, "after_create")
     poll = svc.settings.pipeline.poll_min_seconds
     with svc.sessions.begin() as session:
-        transition_part(session, part.id, "submitting", "submitted", provider_batch_id=found.id,
-                        provider_status=found.status, poll_interval=poll,
+        transition_part(session, part.id, PartStatus.SUBMITTING, PartStatus.SUBMITTED,
+                        provider_batch_id=found.id, provider_status=found.status,
+                        poll_interval=poll,
                         next_poll_at=time.time() + poll, last_error=None)
     return False
 
@@ -214,8 +217,9 @@ def _fail(svc: Services, part: PartRow, exc: Exception) -> None:
     code = getattr(exc, "code", None) or "provider_rejected"
     error = {"code": code, "message": getattr(exc, "message", str(exc)), "line": None}
     with svc.sessions.begin() as session:
-        if transition_part(session, part.id, SUBMIT_STATUSES, "failed", reason=str(exc)[:500],
-                           provider_errors={"data": [error]}, last_error=str(exc)[:1000]):
+        if transition_part(session, part.id, SUBMIT_PART_STATUSES, PartStatus.FAILED,
+                           reason=str(exc)[:500], provider_errors={"data": [error]},
+                           last_error=str(exc)[:1000]):
             request_finalize_if_done(session, part.batch_id)
     svc.nudge("finalize", part.batch_id)
     logger.warning("part.rejected", extra={"part_id": part.id, "code": code})

@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from batchyard.db.models import BatchRow, PartRow
+from batchyard.domain.lifecycle import SUBMIT_PART_STATUSES, PartStatus
 from batchyard.services.container import Services
 from batchyard.services.poll import poll_due_parts
-from batchyard.services.state import (
-    INGEST_STATUS,
-    STAGE_ACCEPTED,
-    STAGE_FINALIZING,
-    STAGE_RUNNING,
-    SUBMIT_STATUSES,
-)
+from batchyard.services.state import STAGE_ACCEPTED, STAGE_FINALIZING, STAGE_RUNNING
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +49,10 @@ def sweep(svc: Services, *, limit: int = 500) -> SweepReport:
     report = SweepReport()
     with svc.sessions() as session:
         report.nudged["submit"] = list(session.scalars(
-            select(PartRow.id).where(PartRow.status.in_(SUBMIT_STATUSES),
+            select(PartRow.id).where(PartRow.status.in_(SUBMIT_PART_STATUSES),
                                      PartRow.next_poll_at <= overdue).limit(limit)))
         report.nudged["ingest"] = list(session.scalars(
-            select(PartRow.id).where(PartRow.status == INGEST_STATUS,
+            select(PartRow.id).where(PartRow.status == PartStatus.INGESTING,
                                      PartRow.next_poll_at <= overdue).limit(limit)))
         report.nudged["prepare"] = list(session.scalars(
             select(BatchRow.id).where(BatchRow.stage == STAGE_ACCEPTED,
