@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from batchyard.domain.lifecycle import TERMINAL_BATCH_STATUSES
+
 if TYPE_CHECKING:
     from batchyard.config import Settings
     from batchyard.services.container import Services
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-TERMINAL = ("completed", "failed", "expired", "cancelled")
+TERMINAL = TERMINAL_BATCH_STATUSES
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from batchyard.domain import lifecycle
 from batchyard.errors import InvalidInputError
 
 CatchUp = Literal["once", "skip"]
@@ -28,7 +29,7 @@ CATCH_UP_POLICIES: tuple[str, ...] = get_args(CatchUp)
 OVERLAP_POLICIES: tuple[str, ...] = get_args(Overlap)
 
 #: Public batch statuses after which a batch never changes again.
-TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL_BATCH_STATUSES = lifecycle.TERMINAL_BATCH_STATUSES
 
 #: Counting missed slots stops here (a per-minute cron down for a month has ~43,000).
 MAX_COUNTED_SLOTS = 1_000

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from batchyard.config import Settings
 from batchyard.db.models import ApiKeyRow, BatchRow
+from batchyard.domain.lifecycle import OPEN_BATCH_STATUSES
 from batchyard.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk-by-"
 #: Public statuses that still hold a slot of a key's "batches in flight" limit.
-IN_FLIGHT_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+IN_FLIGHT_STATUSES = OPEN_BATCH_STATUSES
 
 
 class KeyServices(Protocol):
