@@ -13,15 +13,18 @@ the one import for everything JSONL.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import accumulate, islice, repeat
 
 import orjson
 
 from batchyard.domain.inputs import (
     MODEL_OPTIONAL_ENDPOINTS,
+    RequestBlock,
     RequestLine,
     estimate_tokens,
+    iter_request_blocks,
     iter_request_lines,
     normalize_endpoint,
 )
@@ -37,11 +40,14 @@ from batchyard.errors import JsonlError
 __all__ = [
     "MODEL_OPTIONAL_ENDPOINTS",
     "OutputLine",
+    "RequestBlock",
     "RequestLine",
     "estimate_tokens",
     "iter_lines",
     "iter_output_lines",
     "iter_part_batches",
+    "iter_part_blocks",
+    "iter_request_blocks",
     "iter_request_lines",
     "normalize_endpoint",
     "render_result_line",
@@ -124,6 +130,38 @@ def iter_part_batches(lines: Iterable[RequestLine], *, max_requests: int, max_by
             yield from _pieces(index, batch[:len(batch) - len(batch) % batch_size], batch_size)
             batch = batch[len(batch) - len(batch) % batch_size:]
     yield from _pieces(index, batch, batch_size)
+
+
+def iter_part_blocks(blocks: Iterable[RequestBlock], *, max_requests: int, max_bytes: int,
+                     line_overhead: int = 0) -> Iterator[tuple[int, RequestBlock]]:
+    """:func:`iter_part_batches` for the blocks of :func:`iter_request_blocks`.
+
+    Yields ``(part_index, block)`` with the same part boundaries; each yielded block lies
+    within one part (an input block crossing a boundary is cut in two). The cut points are
+    found with C-level ``accumulate`` and ``bisect`` over a block's sizes: no Python work
+    per line, and nothing held but the block at hand.
+    """
+    if max_requests < 1 or max_bytes < 2 or line_overhead < 0:
+        raise ValueError("max_requests must be >= 1, max_bytes >= 2, line_overhead >= 0")
+    per_line = 1 + line_overhead
+    index, count, size = 0, 0, 0  # the current part: its number, lines and bytes so far
+    for block in blocks:
+        start, n = 0, len(block.sizes)
+        while start < n:
+            stop = min(n, start + max_requests - count)
+            ends = list(accumulate(map(operator.add, block.sizes[start:stop],
+                                       repeat(per_line))))
+            fit = bisect_right(ends, max_bytes - size)  # lines that fit in this part
+            if fit:
+                yield index, block.cut(start, start + fit)
+                count, size, start = count + fit, size + ends[fit - 1], start + fit
+                if start == n:
+                    break
+            elif not count:
+                line_no = block.line_nos[start]
+                raise JsonlError(f"the request is {ends[0]:,} bytes, more than a part may "
+                                 f"hold ({max_bytes:,})", line=line_no, code="invalid_request")
+            index, count, size = index + 1, 0, 0  # the part is full: the rest starts a new one
 
 
 def _pieces(index: int, lines: list[RequestLine],

@@ -1,7 +1,7 @@
 """prepare: validate a batch's input file and split it into parts, all or nothing.
 
-The file is streamed: lines are validated, cut into parts and written as request rows a
-batch of ``ingest_batch_rows`` at a time, so memory stays flat whatever the part size. All
+The file is streamed: lines are validated, cut into parts and written as request rows
+``ingest_batch_rows`` at a time, so memory stays flat whatever the part size. All
 of it happens in ONE transaction with the parts: a bad line anywhere (also in a later part,
 after earlier parts' rows were written) rolls everything back and the batch ends ``failed``
 with the line number, so no part or request row of a rejected file ever exists. A crash
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from batchyard.db.bulk import insert_requests
 from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
-from batchyard.domain.jsonl import RequestLine, iter_part_batches, iter_request_lines
+from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
 from batchyard.errors import JsonlError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
@@ -74,16 +74,14 @@ def input_chunks(svc: Services, file_row: FileRow | None) -> Iterator[bytes]:
 
 def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -> list[str]:
     cfg = svc.settings.pipeline
-    lines = iter_request_lines(input_chunks(svc, file_row), endpoint=batch.endpoint)
-    batches = iter_part_batches(lines, max_requests=cfg.part_max_requests,
-                                max_bytes=cfg.part_max_bytes,
-                                batch_size=max(1, cfg.ingest_batch_rows),
-                                line_overhead=rewrite_margin(svc))
+    blocks = iter_request_blocks(input_chunks(svc, file_row), endpoint=batch.endpoint)
+    parts = iter_part_blocks(blocks, max_requests=cfg.part_max_requests,
+                             max_bytes=cfg.part_max_bytes, line_overhead=rewrite_margin(svc))
     now = time.time()
     with svc.sessions.begin() as session:
-        writer = _PartWriter(session, batch.id, now)
-        for index, chunk in batches:
-            writer.write(index, chunk)
+        writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows))
+        for index, block in parts:
+            writer.write(index, block)
         writer.close()
         moved = transition_batch(session, batch.id, "validating", "in_progress",
                                  reason=f"split into {len(writer.part_ids)} parts",
@@ -102,38 +100,46 @@ def rewrite_margin(svc: Services) -> int:
 
 
 class _PartWriter:
-    """Writes request rows batch by batch; a part's row is added once its size is known."""
+    """Writes request rows ``chunk_rows`` at a time; a part's row is added once it is whole."""
 
-    def __init__(self, session: Session, batch_id: str, now: float) -> None:
+    def __init__(self, session: Session, batch_id: str, now: float, chunk_rows: int) -> None:
         self.session, self.batch_id, self.now = session, batch_id, now
+        self.chunk_rows = chunk_rows
         self.part_ids: list[str] = []
         self.total = 0
         self.model: str | None = None
         self._index = -1
+        self._rows: list[dict[str, Any]] = []
         self._count = self._bytes = self._tokens = 0
 
-    def write(self, index: int, lines: list[RequestLine]) -> None:
-        """Insert one batch of rows of part ``index`` (a new index closes the last part)."""
+    def write(self, index: int, block: RequestBlock) -> None:
+        """Take a block of part ``index`` (a new index closes the previous part)."""
         if index != self._index:
             self.close()
             self._index = index
             self.part_ids.append(new_part_id())
-            self.model = self.model or lines[0].model
+            self.model = self.model or block.models[0]
         part_id, batch_id = self.part_ids[-1], self.batch_id
-        rows: list[dict[str, Any]] = [
-            {"batch_id": batch_id, "custom_id": ln.custom_id, "line_no": ln.line_no,
-             "body": ln.raw.decode("utf-8"), "part_id": part_id, "attempt": 1,
-             "state": "pending"}
-            for ln in lines]
-        insert_requests(self.session, rows)
-        self._count += len(lines)
-        self._bytes += sum(ln.n_bytes for ln in lines) + len(lines)
-        self._tokens += sum(ln.est_tokens for ln in lines)
+        self._rows += [
+            {"batch_id": batch_id, "custom_id": custom_id, "line_no": line_no,
+             "body": raw.decode("utf-8"), "part_id": part_id, "attempt": 1, "state": "pending"}
+            for line_no, custom_id, raw in zip(block.line_nos, block.custom_ids, block.raws,
+                                               strict=True)]
+        self._count += len(block.sizes)
+        self._bytes += sum(block.sizes) + len(block.sizes)
+        self._tokens += sum(block.est_tokens)
+        if len(self._rows) >= self.chunk_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        insert_requests(self.session, self._rows)
+        self._rows = []
 
     def close(self) -> None:
-        """Add the row (and creation event) of the part being written, if any."""
+        """Write the rest of the current part's rows, then its row and creation event."""
         if not self._count:
             return
+        self._flush()
         part_id, count = self.part_ids[-1], self._count
         self.session.add(PartRow(id=part_id, batch_id=self.batch_id, seq=len(self.part_ids),
                                  attempt=1, status="pending", request_count=count,

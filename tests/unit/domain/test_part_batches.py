@@ -1,10 +1,20 @@
-"""iter_part_batches: room per line for growth at upload (a model name rewritten)."""
+"""iter_part_batches and iter_part_blocks: the same part boundaries, streamed; room per line
+for growth at upload (a model name rewritten)."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from batchyard.domain.jsonl import RequestLine, iter_part_batches
+from batchyard.domain.inputs import RequestBlock
+from batchyard.domain.jsonl import (
+    RequestLine,
+    iter_part_batches,
+    iter_part_blocks,
+    iter_request_blocks,
+    iter_request_lines,
+)
 from batchyard.errors import JsonlError
 
 
@@ -39,3 +49,41 @@ def test_a_line_that_only_fits_without_its_overhead_is_refused() -> None:
 def test_a_negative_overhead_is_refused() -> None:
     with pytest.raises(ValueError):
         list(iter_part_batches(_lines([1]), max_requests=1, max_bytes=10, line_overhead=-1))
+
+
+def _blocks_of(lines: list[RequestLine], size: int) -> list[RequestBlock]:
+    from batchyard.domain.inputs import _block_of
+    return [_block_of(lines[i:i + size]) for i in range(0, len(lines), size)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocks_are_cut_where_the_line_splitter_cuts(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = _lines([rng.randint(1, 40) for _ in range(rng.randint(1, 700))])
+    limits = {"max_requests": rng.randint(1, 60), "max_bytes": rng.randint(41, 900),
+              "line_overhead": rng.choice([0, 0, 3])}
+    expected: dict[int, list[str]] = {}
+    for index, batch in iter_part_batches(lines, **limits):
+        expected.setdefault(index, []).extend(line.custom_id for line in batch)
+    got: dict[int, list[str]] = {}
+    for index, block in iter_part_blocks(_blocks_of(lines, rng.randint(1, 150)), **limits):
+        assert block.sizes  # never an empty block
+        got.setdefault(index, []).extend(block.custom_ids)
+    assert got == expected
+
+
+def test_a_block_line_too_big_for_any_part_is_refused_with_its_number() -> None:
+    with pytest.raises(JsonlError) as info:
+        list(iter_part_blocks(_blocks_of(_lines([5, 5, 50, 5]), 3), max_requests=10,
+                              max_bytes=40))
+    assert info.value.line == 3
+
+
+def test_request_blocks_hold_the_same_requests_as_request_lines() -> None:
+    data = b"".join(b'{"custom_id": "r%d", "method": "POST", "url": "/v1/chat/completions", '
+                    b'"body": {"model": "m", "messages": []}}\n' % i for i in range(250))
+    data += b"\n" + data.replace(b'"r', b'"s')  # a blank line: the precise path, then bulk
+    blocks = list(iter_request_blocks([data]))
+    flat = [line for block in blocks for line in block.request_lines()]
+    assert flat == list(iter_request_lines([data])) and len(flat) == 500
+    assert flat[250].line_no == 252
