@@ -1,12 +1,13 @@
 """The batchyard API against the emulator: read rate, create latency, 200 MB upload memory.
 
 Usage: .venv/bin/python benchmarks/api_bench.py [--seconds 5] [--clients 16] [--upload-mb 200]
-       [--workers 1] [--skip-upload]
+       [--workers 1] [--database postgres|sqlite] [--skip-upload]
 
-Starts ``batchyard serve`` (PostgreSQL database created for the run, Redis broker, a master
-key, no pipeline workers: creates only record and nudge) and ``batchyard emulator`` as
-subprocesses on free ports, then measures, each next to the same call made straight to the
-emulator:
+Starts ``batchyard serve`` (``--database postgres``: a PostgreSQL database created for the run
+and the Redis broker; ``--database sqlite``: the embedded default, SQLite database and SQLite
+broker in a temporary data dir; a master key, no pipeline workers: creates only record and
+nudge) and ``batchyard emulator`` as subprocesses on free ports, then measures, each next to
+the same call made straight to the emulator:
 
 - ``GET /v1/batches/{id}`` requests/s with N concurrent keep-alive clients (target >= 1000);
 - ``POST /v1/batches`` median and p95 latency with N concurrent clients (target < 20 ms);
@@ -64,7 +65,10 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def bench_database() -> Iterator[str]:
+def bench_database(kind: str) -> Iterator[str | None]:
+    if kind == "sqlite":
+        yield None  # the embedded default: SQLite under the data dir
+        return
     name = f"batchyard_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -232,27 +236,32 @@ def run(args: argparse.Namespace) -> None:
     api, emu = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{emu_port}"
     queue = f"bench{secrets.token_hex(4)}"
     exe = [sys.executable, "-m", "batchyard"]
-    with bench_database() as db_url, tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "BATCHYARD_DATABASE_URL": db_url, "BATCHYARD_BROKER_URL": REDIS,
-               "BATCHYARD_MASTER_KEY": MASTER, "BATCHYARD_DATA_DIR": tmp,
+    with bench_database(args.database) as db_url, tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "BATCHYARD_MASTER_KEY": MASTER, "BATCHYARD_DATA_DIR": tmp,
                "BATCHYARD_PIPELINE__QUEUE": queue,
                "BATCHYARD_API__MAX_UPLOAD_BYTES": str(args.upload_mb * MB + MB)}
+        for name in ("BATCHYARD_DATABASE_URL", "BATCHYARD_BROKER_URL"):
+            env.pop(name, None)
+        if db_url is not None:
+            env.update(BATCHYARD_DATABASE_URL=db_url, BATCHYARD_BROKER_URL=REDIS)
         serve = [*exe, "serve", "--port", str(api_port), "--workers", str(args.workers)]
         emulator = [*exe, "emulator", "--port", str(emu_port), "--validation-delay", "3600",
                     "--max-file-mb", str(args.upload_mb + 10)]
         with process(serve, env, f"{api}/health") as api_proc, \
                 process(emulator, env, f"{emu}/v1/batches") as emu_proc:
             measure(args, api, emu, api_proc.pid, emu_proc.pid, Path(tmp))
-    import redis
+    if args.database == "postgres":
+        import redis
 
-    client = redis.Redis.from_url(REDIS)
-    for key in client.scan_iter(f"{queue}*"):
-        client.delete(key)
+        client = redis.Redis.from_url(REDIS)
+        for key in client.scan_iter(f"{queue}*"):
+            client.delete(key)
 
 
 def measure(args: argparse.Namespace, api: str, emu: str, api_pid: int, emu_pid: int,
             tmp: Path) -> None:
-    print(f"clients={args.clients} seconds={args.seconds} server workers={args.workers}")
+    print(f"clients={args.clients} seconds={args.seconds} server workers={args.workers} "
+          f"database={args.database} load average={os.getloadavg()[0]:.2f}")
     api_file, _ = upload(api, "/v1")
     emu_file, _ = upload(emu, "/v1")
     headers = {"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"}
@@ -300,6 +309,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--upload-mb", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres",
+                        help="postgres (+ Redis broker) or the embedded SQLite default")
     parser.add_argument("--skip-upload", action="store_true")
     run(parser.parse_args())
 

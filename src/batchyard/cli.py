@@ -141,10 +141,12 @@ def serve(
         if settings.config_file is not None:
             os.environ["BATCHYARD_CONFIG_FILE"] = str(settings.config_file)
         uvicorn.run("batchyard.api.app:app_from_env", factory=True, host=settings.api.host,
-                    port=settings.api.port, workers=workers, log_level="warning")
+                    port=settings.api.port, workers=workers, log_level="warning",
+                    access_log=False)
         return
+    # No access log: at log level warning it printed nothing, yet cost a call per request.
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
-                log_level="warning")
+                log_level="warning", access_log=False)
 
 
 keys_app = typer.Typer(help="Manage virtual API keys (stored hashed; shown once).",

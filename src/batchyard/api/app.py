@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from batchyard.api import admin, batches, files, schedules
 from batchyard.api.errors import install_error_handlers
+from batchyard.api.fastpath import BatchFastPath
 from batchyard.api.middleware import RequestIdMiddleware
 from batchyard.config import Settings
 from batchyard.errors import ConfigError
@@ -75,6 +76,8 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
+    # Added first, so it runs inside RequestIdMiddleware (ids and the crash envelope).
+    app.add_middleware(BatchFastPath, route_prefixes=ROUTE_PREFIXES)
     app.add_middleware(RequestIdMiddleware)
     for prefix, provider in ROUTE_PREFIXES:
         documented = prefix == "/v1"

@@ -51,12 +51,16 @@ def parse_create_body(raw: bytes, provider: str | None) -> CreateBatchBody:
     return body
 
 
-def _create(svc: Any, who: Principal, body: CreateBatchBody, provider: str | None) -> Any:
+def create_in_service(svc: Any, who: Principal, body: CreateBatchBody,
+                      provider: str | None) -> Any:
+    """Check the key's capacity and record the batch (blocking: run it in a thread)."""
     keys.ensure_batch_capacity(svc, who)
-    return batch_service.create_batch(
+    record = batch_service.create_batch(
         svc, owner=who.owner, input_file_id=body.input_file_id, endpoint=body.endpoint,
         completion_window=body.completion_window, metadata=body.metadata, model=body.model,
         provider=provider)
+    logger.info("api.batch_created", extra={"batch_id": getattr(record, "id", None)})
+    return record
 
 
 def build_router(provider: str | None) -> APIRouter:
@@ -66,8 +70,8 @@ def build_router(provider: str | None) -> APIRouter:
     @router.post("/batches")
     async def create_batch(request: Request, who: Principal = Depends(principal)) -> Response:
         body = parse_create_body(await request.body(), provider)
-        record = await run_in_threadpool(_create, services_of(request), who, body, provider)
-        logger.info("api.batch_created", extra={"batch_id": getattr(record, "id", None)})
+        record = await run_in_threadpool(create_in_service, services_of(request), who, body,
+                                         provider)
         return json_response(batch_object(record))
 
     @router.get("/batches")

@@ -63,8 +63,8 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str | None, s
     return f"Invalid value for '{param}': {detail}.", param, "invalid_value"
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+def validation_error_response(exc: RequestValidationError) -> Response:
+    """A 400 in OpenAI's envelope describing the first validation error."""
     errors = list(exc.errors())
     if not errors:
         return envelope(400, "Invalid request.")
@@ -72,11 +72,21 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return envelope(400, message, param=param, code=code)
 
 
+def error_response(exc: BatchyardError, path: str) -> Response:
+    """Render a BatchyardError, logging the server-side ones (5xx)."""
+    if exc.http_status >= 500:
+        logger.warning("api.error", extra={"error": type(exc).__name__, "path": path})
+    return render_error(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return validation_error_response(exc)
+
+
 async def _on_batchyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BatchyardError)
-    if exc.http_status >= 500:
-        logger.warning("api.error", extra={"error": type(exc).__name__, "path": request.url.path})
-    return render_error(exc)
+    return error_response(exc, request.url.path)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
