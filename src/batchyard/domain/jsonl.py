@@ -70,7 +70,8 @@ def split_into_parts(lines: Iterable[RequestLine], *, max_requests: int,
 
     Each part is a list held in memory (up to ``max_bytes`` of lines, plus one small object
     per line that the garbage collector keeps walking). :func:`iter_part_batches` draws the
-    same boundaries while holding only one batch: prefer it for big inputs.
+    same boundaries while holding only one batch, and :func:`iter_part_blocks` (what the
+    pipeline's prepare step uses) does so over column blocks with no object per line.
     """
     part: list[RequestLine] = []
     current = 0
