@@ -7,11 +7,12 @@ finds batches that stayed ``accepted`` and nudges them again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Boolean, Connection, Insert, bindparam, false, insert, or_, select
 
 from batchyard.db.convert import BatchRecord, Page, batch_record
 from batchyard.db.models import BatchRow, EventRow, FileRow
@@ -44,10 +45,16 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
         "cached_tokens": 0, "reasoning_tokens": 0, "stage": STAGE_ACCEPTED,
         "cancel_requested": False, "updated_at": now, "due_at": now}
     # Core statements in one transaction (the API's hottest write: the ORM unit of work
-    # cost more CPU than the database did); committed before the nudge, as before.
+    # cost more CPU than the database did); committed before the nudge, as before. The
+    # batch row is inserted only if the input file qualifies; when it does not, the file
+    # is read to say why.
     with svc.engine.begin() as conn:
-        _check_input(conn, input_file_id, owner)
-        conn.execute(_INSERT_BATCH, values)
+        inserted = conn.execute(_insert_batch_if_input_ok(tuple(values)),
+                                {**values, "any_owner": owner is None}).first()
+        if inserted is None:
+            _check_input(conn, input_file_id, owner)
+            raise NotFoundError(f"No such File object: {input_file_id}",
+                                param="input_file_id")
         conn.execute(_INSERT_EVENT, {"batch_id": batch_id, "part_id": None,
                                      "entity": "batch", "from_status": None,
                                      "to_status": "validating", "at": now,
@@ -58,7 +65,19 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
     return batch_record(BatchRow(**values))
 
 
-_INSERT_BATCH = insert(BatchRow)
+@functools.cache
+def _insert_batch_if_input_ok(names: tuple[str, ...]) -> Insert:
+    """INSERT INTO batches SELECT <the values> FROM files WHERE <the input file qualifies>."""
+    table = BatchRow.__table__
+    qualifies = select(*(bindparam(name, type_=table.c[name].type) for name in names)).where(
+        FileRow.id == bindparam("input_file_id"), FileRow.deleted.is_(false()),
+        or_(bindparam("any_owner", type_=Boolean()),
+            FileRow.owner_key_id == bindparam("owner_key_id")),
+        FileRow.kind == "input", FileRow.purpose == "batch")
+    # RETURNING, not rowcount: psycopg's driver reports -1 for an INSERT ... SELECT here.
+    return insert(BatchRow).from_select(list(names), qualifies).returning(BatchRow.id)
+
+
 _INSERT_EVENT = insert(EventRow)
 _INPUT_FILE = select(FileRow.deleted, FileRow.owner_key_id, FileRow.kind,
                      FileRow.purpose).where(FileRow.id == bindparam("file_id"))
