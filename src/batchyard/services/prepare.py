@@ -22,6 +22,7 @@ from batchyard.db.bulk import insert_requests
 from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
+from batchyard.domain.lifecycle import BatchStatus, PartStatus
 from batchyard.errors import JsonlError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
@@ -46,10 +47,7 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
             return []
     with svc.sessions() as session:
         batch = session.get(BatchRow, batch_id)
-        if batch is None or batch.status != "validating":
-            return []
-        if batch.cancel_requested:
-            _end_cancelled(svc, batch_id)
+        if batch is None or batch.status != BatchStatus.VALIDATING:
             return []
         input_file = session.get(FileRow, batch.input_file_id)
     try:
@@ -83,7 +81,7 @@ def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -
         for index, block in parts:
             writer.write(index, block)
         writer.close()
-        moved = transition_batch(session, batch.id, "validating", "in_progress",
+        moved = transition_batch(session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
                                  reason=f"split into {len(writer.part_ids)} parts",
                                  total=writer.total, model=batch.model or writer.model,
                                  stage=STAGE_RUNNING, in_progress_at=int(now),
@@ -142,12 +140,12 @@ class _PartWriter:
         self._flush()
         part_id, count = self.part_ids[-1], self._count
         self.session.add(PartRow(id=part_id, batch_id=self.batch_id, seq=len(self.part_ids),
-                                 attempt=1, status="pending", request_count=count,
+                                 attempt=1, status=PartStatus.PENDING, request_count=count,
                                  byte_size=self._bytes, estimated_tokens=self._tokens,
                                  next_poll_at=self.now, created_at=self.now,
                                  updated_at=self.now))
         self.session.add(EventRow(batch_id=self.batch_id, part_id=part_id, entity="part",
-                                  from_status=None, to_status="pending", at=self.now,
+                                  from_status=None, to_status=PartStatus.PENDING, at=self.now,
                                   reason=f"{count} requests"))
         self.session.flush()
         self.total += count
@@ -159,16 +157,10 @@ def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
              "param": exc.param, "line": exc.line}
     now = int(time.time())
     with svc.sessions.begin() as session:
-        transition_batch(session, batch_id, "validating", "failed", reason=exc.message,
+        transition_batch(session, batch_id, BatchStatus.VALIDATING, BatchStatus.FAILED,
+                         reason=exc.message,
                          errors={"object": "list", "data": [error]}, failed_at=now,
                          stage=STAGE_DONE, due_at=now + PARKED)
     logger.info("batch.invalid", extra={"batch_id": batch_id, "line": exc.line,
                                         "code": exc.code})
 
-
-def _end_cancelled(svc: Services, batch_id: str) -> None:
-    now = time.time()
-    with svc.sessions.begin() as session:
-        transition_batch(session, batch_id, ("validating", "cancelling"), "cancelled",
-                         reason="cancelled before validation", cancelled_at=int(now),
-                         stage=STAGE_DONE, due_at=now + PARKED)
