@@ -114,7 +114,9 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default 4000)."),
     config: Path | None = typer.Option(None, help="LiteLLM-shaped config.yaml (model_list)."),
     migrate: bool = typer.Option(True, help="Bring the database schema up to date first."),
-    workers: int = typer.Option(1, help="uvicorn worker processes."),
+    workers: int | None = typer.Option(
+        None, help="uvicorn processes (default: one per CPU core, at most 4; "
+                   "BATCHYARD_API__WORKERS)."),
 ) -> None:
     """Run the OpenAI-compatible Files + Batches API (uvicorn)."""
     import os
@@ -134,6 +136,7 @@ def serve(
         _fail(exc.message)
     if migrate:
         upgrade(settings.effective_database_url)
+    workers = workers or settings.api.effective_workers
     if workers > 1:
         # Worker processes rebuild Settings from env; hand the overrides over that way.
         os.environ["BATCHYARD_API__HOST"] = settings.api.host
