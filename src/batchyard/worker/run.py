@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
+from typing import Any
+
+from celery.signals import beat_init
 
 from batchyard.config import Settings
 from batchyard.worker.app import create_celery, worker_queues
@@ -19,7 +25,24 @@ def run_worker(settings: Settings | None = None, *, concurrency: int = 8, beat: 
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
         argv.append("--beat")
+        beat_init.connect(_exit_with_worker, weak=False)
     app.worker_main(argv)
+
+
+def _exit_with_worker(**_: Any) -> None:
+    """In the embedded beat process: exit as soon as the worker that forked it is gone.
+
+    Without this, a worker killed with SIGKILL leaves its beat child running, and the
+    restarted worker starts a second scheduler next to it.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="beat-parent-watch", daemon=True).start()
 
 
 def run_beat(settings: Settings | None = None, *, loglevel: str = "INFO") -> None:
