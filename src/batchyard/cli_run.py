@@ -131,9 +131,15 @@ def status(batch: str | None = typer.Argument(None, help="A batch id (default: r
 
     svc = _services()
     try:
-        table = Table("batch", "status", "total", "completed", "failed", "created")
-        records = ([batches.get_batch(svc, batch, owner=None)] if batch
+        records = ([_existing_batch(svc, batch)] if batch
                    else batches.list_batches(svc, owner=None, limit=20).data)
+        table = Table()
+        # Ids are what users copy into the next command: never wrap or cut them.
+        table.add_column("batch", no_wrap=True,
+                         min_width=max((len(r.id) for r in records), default=5))
+        table.add_column("status", no_wrap=True, min_width=len("in_progress"))
+        for name in ("total", "completed", "failed", "created"):
+            table.add_column(name)
         for rec in records:
             c = rec.request_counts
             table.add_row(rec.id, rec.status, str(c.total), str(c.completed), str(c.failed),
@@ -149,13 +155,31 @@ def _parts_table(svc: Services, batch_id: str) -> Any:
     from rich.table import Table
     from sqlalchemy import text
 
-    table = Table("part", "attempt", "status", "provider status", "requests", "deployment")
     with svc.engine.connect() as conn:
-        for row in conn.execute(text(
-                "SELECT id, attempt, status, provider_status, request_count, deployment "
-                "FROM parts WHERE batch_id = :b ORDER BY seq"), {"b": batch_id}):
-            table.add_row(*(str(v) if v is not None else "" for v in row))
+        rows = conn.execute(text(
+            "SELECT id, attempt, status, provider_status, request_count, deployment "
+            "FROM parts WHERE batch_id = :b ORDER BY seq"), {"b": batch_id}).all()
+    table = Table()
+    table.add_column("part", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=4))
+    table.add_column("attempt")
+    table.add_column("status", no_wrap=True, min_width=len("submitting"))
+    for name in ("provider status", "requests", "deployment"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in row))
     return table
+
+
+def _existing_batch(svc: Services, batch_id: str) -> Any:
+    """The batch, or a clear error and exit status 1 when there is no such batch."""
+    from batchyard.errors import NotFoundError
+    from batchyard.services import batches
+
+    try:
+        return batches.get_batch(svc, batch_id, owner=None)
+    except NotFoundError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 def results(batch: str = typer.Argument(..., help="The batch id."),
@@ -165,6 +189,7 @@ def results(batch: str = typer.Argument(..., help="The batch id."),
     """Write a batch's results (one line per request, input order) as JSONL or CSV."""
     svc = _services()
     try:
+        _existing_batch(svc, batch)
         if output is not None and output.suffix.lower() == ".csv":
             with output.open("w", newline="", encoding="utf-8") as fh:
                 n = write_csv(svc, batch, fh)
