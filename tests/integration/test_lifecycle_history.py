@@ -7,14 +7,10 @@ must be what :func:`derive_batch_status` derives from the parts as they stood at
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
-from batchyard.db import migrate
 from batchyard.domain.lifecycle import (
     TERMINAL_BATCH_STATUSES,
     TERMINAL_PART_STATUSES,
@@ -24,25 +20,9 @@ from batchyard.domain.lifecycle import (
     can_transition_part,
     derive_batch_status,
 )
-from batchyard.emulator import EmulatorConfig, EmulatorServer
+from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
-from tests.e2e.helpers import InlineDriver, fast_settings, jsonl, request_line, upload
-
-
-@pytest.fixture()
-def emulator() -> Iterator[EmulatorServer]:
-    cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, cancel_grace=0.0)
-    with EmulatorServer(cfg) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def driver(tmp_path: Path, emulator: EmulatorServer) -> Iterator[InlineDriver]:
-    settings = fast_settings(tmp_path, emulator_url=emulator.base_url)
-    migrate.upgrade(settings.effective_database_url)
-    inline = InlineDriver(settings)
-    yield inline
-    inline.svc.close()
+from tests.e2e.helpers import InlineDriver, jsonl, request_line, upload
 
 
 def _scalar(driver: InlineDriver, sql: str) -> Any:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from batchyard.db import migrate
-from batchyard.emulator import EmulatorConfig, EmulatorServer
+from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
 from batchyard.services import files as file_service
 from tests.e2e.helpers import (
     InlineDriver,
-    fast_settings,
     jsonl,
     request_line,
     results_by_custom_id,
     upload,
 )
-
-
-@pytest.fixture()
-def emulator() -> Iterator[EmulatorServer]:
-    cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, cancel_grace=0.0)
-    with EmulatorServer(cfg) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def driver(tmp_path: Path, emulator: EmulatorServer) -> Iterator[InlineDriver]:
-    settings = fast_settings(tmp_path, emulator_url=emulator.base_url)
-    migrate.upgrade(settings.effective_database_url)
-    inline = InlineDriver(settings)
-    yield inline
-    inline.svc.close()
 
 
 def _status(driver: InlineDriver, batch_id: str) -> str:

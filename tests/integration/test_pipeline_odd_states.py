@@ -28,13 +28,6 @@ from tests.e2e.helpers import (
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
-@pytest.fixture()
-def emulator() -> Iterator[EmulatorServer]:
-    cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, cancel_grace=0.0)
-    with EmulatorServer(cfg) as srv:
-        yield srv
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def driver(request: pytest.FixtureRequest, tmp_path: Path,
            emulator: EmulatorServer) -> Iterator[InlineDriver]:
