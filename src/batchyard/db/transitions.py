@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
@@ -23,6 +23,8 @@ from batchyard.domain.lifecycle import (
     can_transition_part,
 )
 from batchyard.errors import IllegalTransitionError
+
+_Row = TypeVar("_Row", BatchRow, PartRow)
 
 
 def _expected(statuses: str | Iterable[str]) -> list[str]:
@@ -42,23 +44,8 @@ def transition_batch(session: Session, batch_id: str, expected: str | Iterable[s
     Raises IllegalTransitionError when the batch is where the caller expected but the
     lifecycle does not allow the move.
     """
-    to_status = BatchStatus(to_status).value
-    row = session.get(BatchRow, batch_id, populate_existing=True)
-    if row is None or row.status not in _expected(expected):
-        return False
-    if not can_transition_batch(row.status, to_status):
-        raise _refuse("batch", batch_id, row.status, to_status)
-    now = time.time()
-    stmt = (update(BatchRow)
-            .where(BatchRow.id == batch_id, BatchRow.status == row.status)
-            .values(status=to_status, updated_at=now, **values)
-            .execution_options(synchronize_session=False))
-    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    session.add(EventRow(batch_id=batch_id, entity="batch", from_status=row.status,
-                         to_status=to_status, at=now, reason=reason))
-    session.expire(row)
-    return True
+    return _compare_and_set(session, BatchRow, batch_id, expected, BatchStatus(to_status).value,
+                            reason=reason, values=values)
 
 
 def transition_part(session: Session, part: PartRow | str, expected: str | Iterable[str],
@@ -69,22 +56,32 @@ def transition_part(session: Session, part: PartRow | str, expected: str | Itera
     Raises IllegalTransitionError when the part is where the caller expected but the
     lifecycle does not allow the move.
     """
-    to_status = PartStatus(to_status).value
     part_id = part if isinstance(part, str) else part.id
-    row = session.get(PartRow, part_id, populate_existing=True)
+    return _compare_and_set(session, PartRow, part_id, expected, PartStatus(to_status).value,
+                            reason=reason, values=values)
+
+
+def _compare_and_set(session: Session, model: type[_Row], row_id: str,
+                     expected: str | Iterable[str], to_status: str, *, reason: str | None,
+                     values: dict[str, Any]) -> bool:
+    is_part = model is PartRow
+    allowed = can_transition_part if is_part else can_transition_batch
+    row = session.get(model, row_id, populate_existing=True)
     if row is None or row.status not in _expected(expected):
         return False
-    if not can_transition_part(row.status, to_status):
-        raise _refuse("part", part_id, row.status, to_status)
+    if not allowed(row.status, to_status):
+        raise _refuse("part" if is_part else "batch", row_id, row.status, to_status)
     now = time.time()
-    stmt = (update(PartRow)
-            .where(PartRow.id == part_id, PartRow.status == row.status)
+    stmt = (update(model)
+            .where(model.id == row_id, model.status == row.status)
             .values(status=to_status, updated_at=now, **values)
             .execution_options(synchronize_session=False))
     if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.add(EventRow(batch_id=row.batch_id, part_id=part_id, entity="part",
-                         from_status=row.status, to_status=to_status, at=now, reason=reason))
+    session.add(EventRow(batch_id=row.batch_id if isinstance(row, PartRow) else row_id,
+                         part_id=row_id if is_part else None,
+                         entity="part" if is_part else "batch", from_status=row.status,
+                         to_status=to_status, at=now, reason=reason))
     session.expire(row)
     return True
 
