@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from batchyard.config import PipelineSettings, Settings
-from batchyard.services.nudge import celery_nudger, task_queue
+from batchyard.services.nudge import BackgroundNudger, celery_nudger, task_queue
 
 
 def task_of(message: dict[str, Any]) -> tuple[str, list[str]]:
@@ -57,3 +57,28 @@ def test_redis_nudges_land_on_their_queues(redis_url: str, unique_name: str) -> 
             client.delete(key)
     assert prepare == [("batchyard.prepare", ["batch_1"]), ("batchyard.prepare", ["batch_2"])]
     assert parts == [("batchyard.ingest", ["part_1"])]
+
+
+def test_background_nudges_are_all_on_redis_after_close(redis_url: str,
+                                                        unique_name: str) -> None:
+    settings = Settings(broker_url=redis_url, pipeline=PipelineSettings(queue=unique_name))
+    send = celery_nudger(settings)
+
+    def send_or_fail(task: str, object_id: str) -> None:
+        if object_id == "batch_bad":
+            raise ConnectionError("broker unreachable")  # lost; the sweep re-sends it
+        send(task, object_id)
+
+    nudge = BackgroundNudger(send_or_fail)
+    for batch_id in ("batch_1", "batch_bad", "batch_2", "batch_3"):
+        nudge("prepare", batch_id)
+    nudge.close()
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        prepare = [task_of(json.loads(raw))[1][0] for raw in
+                   reversed(client.lrange(task_queue(settings, "prepare"), 0, -1))]
+    finally:
+        for key in client.scan_iter(f"{unique_name}*"):
+            client.delete(key)
+    assert prepare == ["batch_1", "batch_2", "batch_3"]

@@ -9,6 +9,7 @@ master) and refuses to be created for a non-loopback bind address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -62,12 +63,18 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
             yield
             return
         from batchyard.services.container import build_services
+        from batchyard.services.nudge import BackgroundNudger, celery_nudger
 
-        built = await anyio.to_thread.run_sync(build_services, settings)
+        # Nudges leave after the response: the committed row is the truth, the sweep
+        # re-sends a nudge lost in a crash.
+        nudger = BackgroundNudger(celery_nudger(settings))
+        built = await anyio.to_thread.run_sync(
+            functools.partial(build_services, settings, nudge=nudger))
         app.state.services = built
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(nudger.close)
             built.close()
 
     app = FastAPI(title="batchyard", version="1", lifespan=lifespan, docs_url="/docs",

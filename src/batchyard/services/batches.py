@@ -12,7 +12,18 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Insert, bindparam, false, insert, or_, select
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Insert,
+    bindparam,
+    false,
+    insert,
+    literal,
+    or_,
+    select,
+)
 
 from batchyard.db.convert import BatchRecord, Page, batch_record
 from batchyard.db.models import BatchRow, EventRow, FileRow
@@ -49,16 +60,7 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
     # batch row is inserted only if the input file qualifies; when it does not, the file
     # is read to say why.
     with svc.engine.begin() as conn:
-        inserted = conn.execute(_insert_batch_if_input_ok(tuple(values)),
-                                {**values, "any_owner": owner is None}).first()
-        if inserted is None:
-            _check_input(conn, input_file_id, owner)
-            raise NotFoundError(f"No such File object: {input_file_id}",
-                                param="input_file_id")
-        conn.execute(_INSERT_EVENT, {"batch_id": batch_id, "part_id": None,
-                                     "entity": "batch", "from_status": None,
-                                     "to_status": "validating", "at": now,
-                                     "reason": "created"})
+        _insert_with_event(conn, values, owner)
     svc.nudge("prepare", batch_id)
     logger.info("batch.created", extra={"batch_id": batch_id, "input_file_id": input_file_id})
     values["metadata_"] = values.pop("metadata")
@@ -76,6 +78,36 @@ def _insert_batch_if_input_ok(names: tuple[str, ...]) -> Insert:
         FileRow.kind == "input", FileRow.purpose == "batch")
     # RETURNING, not rowcount: psycopg's driver reports -1 for an INSERT ... SELECT here.
     return insert(BatchRow).from_select(list(names), qualifies).returning(BatchRow.id)
+
+
+def _insert_with_event(conn: Connection, values: dict[str, Any], owner: str | None) -> None:
+    """Insert the batch row (if its input file qualifies) and its ``created`` event."""
+    params = {**values, "any_owner": owner is None}
+    if conn.dialect.name == "postgresql":
+        # One statement, one round trip: the event is inserted from the CTE's RETURNING.
+        inserted = conn.execute(_insert_batch_and_event(tuple(values)), params).first()
+    else:  # SQLite has no data-modifying CTEs
+        inserted = conn.execute(_insert_batch_if_input_ok(tuple(values)), params).first()
+        if inserted is not None:
+            conn.execute(_INSERT_EVENT, {"batch_id": values["id"], "part_id": None,
+                                         "entity": "batch", "from_status": None,
+                                         "to_status": "validating", "at": values["updated_at"],
+                                         "reason": "created"})
+    if inserted is None:
+        _check_input(conn, values["input_file_id"], owner)
+        raise NotFoundError(f"No such File object: {values['input_file_id']}",
+                            param="input_file_id")
+
+
+@functools.cache
+def _insert_batch_and_event(names: tuple[str, ...]) -> Insert:
+    """WITH b AS (<insert the batch if its input qualifies> RETURNING id) INSERT INTO events."""
+    created = _insert_batch_if_input_ok(names).cte("created_batch")
+    event_values = select(created.c.id, literal("batch"), literal("validating"),
+                          bindparam("updated_at", type_=Float()), literal("created"))
+    return insert(EventRow).from_select(
+        ["batch_id", "entity", "to_status", "at", "reason"], event_values,
+    ).returning(EventRow.batch_id)
 
 
 _INSERT_EVENT = insert(EventRow)
