@@ -41,21 +41,10 @@ def require_service(name: str, host: str, port: int) -> None:
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped at the end."""
     require_service("PostgreSQL", PG_HOST, PG_PORT)
-    import sqlalchemy as sa
+    from tests.e2e.helpers import fresh_pg_database
 
-    name = f"batchyard_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(
-        f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres",
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database(f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
