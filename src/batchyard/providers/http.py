@@ -167,14 +167,8 @@ class SyncExecutor:
         while True:
             try:
                 return attempt()
-            except _Failed as failed:
-                failure, cause = failed, failed.__cause__
-            except httpx.TransportError as exc:
-                failure, cause = _Failed(connection_error(exc), True), exc
-            delay = clock.delay_after(failure.error, failure.retryable)
-            if delay is None:
-                raise failure.error from cause
-            _log_retry(failure.error, clock.attempts, delay)
+            except (_Failed, httpx.TransportError) as exc:
+                delay = _delay_or_raise(clock, exc)
             self._sleep(delay)
 
     def run(self, op: Op[T]) -> T:
@@ -210,6 +204,19 @@ class SyncExecutor:
             response.close()
 
 
+def _delay_or_raise(clock: RetryClock, exc: _Failed | httpx.TransportError) -> float:
+    """The wait before the next attempt; raises the mapped error when there is none."""
+    if isinstance(exc, _Failed):
+        failure, cause = exc, exc.__cause__
+    else:
+        failure, cause = _Failed(connection_error(exc), True), exc
+    delay = clock.delay_after(failure.error, failure.retryable)
+    if delay is None:
+        raise failure.error from cause
+    _log_retry(failure.error, clock.attempts, delay)
+    return delay
+
+
 class AsyncExecutor:
     """Runs calls on an ``httpx.AsyncClient`` with the shared retry rules."""
 
@@ -225,14 +232,8 @@ class AsyncExecutor:
         while True:
             try:
                 return await attempt()
-            except _Failed as failed:
-                failure, cause = failed, failed.__cause__
-            except httpx.TransportError as exc:
-                failure, cause = _Failed(connection_error(exc), True), exc
-            delay = clock.delay_after(failure.error, failure.retryable)
-            if delay is None:
-                raise failure.error from cause
-            _log_retry(failure.error, clock.attempts, delay)
+            except (_Failed, httpx.TransportError) as exc:
+                delay = _delay_or_raise(clock, exc)
             await self._sleep(delay)
 
     async def run(self, op: Op[T]) -> T:
