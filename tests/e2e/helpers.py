@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,13 @@ def fresh_pg_database(postgres_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@dataclass
+class Nudges:
+    """Records the nudges services send instead of sending them (tests with no worker)."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, task: str, object_id: str) -> None:
+        self.sent.append((task, object_id))

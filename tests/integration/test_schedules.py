@@ -20,9 +20,9 @@ from batchyard.services import files, notifications, schedules
 from batchyard.services.container import Services, build_services
 from batchyard.services.schedule_sources import SourceContext
 from batchyard.services.schedules import ScheduleSpec
+from tests.e2e.helpers import Nudges
 from tests.integration.test_schedules_fixtures import (
     Clock,
-    Nudges,
     Receiver,
     clean_schedule_tables,
     sched_db_url,

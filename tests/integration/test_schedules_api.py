@@ -17,7 +17,8 @@ from batchyard.api.app import create_app
 from batchyard.cli_schedules import schedule_app
 from batchyard.services import files, keys
 from batchyard.services.container import Services, build_services
-from tests.integration.test_schedules_fixtures import Nudges, sched_db_url, schedule_settings
+from tests.e2e.helpers import Nudges
+from tests.integration.test_schedules_fixtures import sched_db_url, schedule_settings
 
 __all__ = ["sched_db_url"]
 

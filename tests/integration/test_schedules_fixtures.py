@@ -9,7 +9,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -78,16 +78,6 @@ def light_services(settings: Settings) -> LightServices:
     """Settings + engine + sessions on the configured database."""
     engine = make_engine(settings.effective_database_url)
     return LightServices(settings, engine, make_sessions(engine))
-
-
-@dataclass
-class Nudges:
-    """Records the nudges the services send (no worker runs in these tests)."""
-
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    def __call__(self, task: str, object_id: str) -> None:
-        self.sent.append((task, object_id))
 
 
 @dataclass

@@ -24,8 +24,8 @@ from batchyard.worker.schedule_tasks import (
     WEBHOOK_DELIVER,
     register_schedule_tasks,
 )
+from tests.e2e.helpers import Nudges
 from tests.integration.test_schedules_fixtures import (
-    Nudges,
     Receiver,
     clean_schedule_tables,
     sched_db_url,

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from batchyard.cli_pipeline import settings_env, start_worker_process, stop_proc
 from batchyard.config import PipelineSettings, Settings
 from batchyard.db.migrate import upgrade
 from batchyard.services.container import Services, build_services
+from tests.e2e.helpers import Nudges
 
 MASTER = "sk-master-test-7f3a9c"
 
@@ -90,16 +91,6 @@ def make_settings(api_database: str, redis_url: str, unique_name: str,
         values.update(overrides)
         return Settings(**values)
     return build
-
-
-@dataclass
-class Nudges:
-    """Records nudges instead of sending them (API tests that need no workers)."""
-
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    def __call__(self, task: str, object_id: str) -> None:
-        self.sent.append((task, object_id))
 
 
 @dataclass
