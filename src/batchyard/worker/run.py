@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -25,17 +26,17 @@ def run_worker(settings: Settings | None = None, *, concurrency: int = 8, beat: 
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
         argv.append("--beat")
-        beat_init.connect(_exit_with_worker, weak=False)
+        beat_init.connect(functools.partial(_exit_with_worker, os.getpid()), weak=False)
     app.worker_main(argv)
 
 
-def _exit_with_worker(**_: Any) -> None:
-    """In the embedded beat process: exit as soon as the worker that forked it is gone.
+def _exit_with_worker(parent: int, **_: Any) -> None:
+    """In the embedded beat process: exit as soon as the worker ``parent`` is gone.
 
     Without this, a worker killed with SIGKILL leaves its beat child running, and the
-    restarted worker starts a second scheduler next to it.
+    restarted worker starts a second scheduler next to it. ``parent`` is taken before the
+    fork, so a worker killed before beat starts is noticed too.
     """
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
