@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Flavor = Literal["openai", "azure"]
+Flavor = Literal["openai", "azure", "anthropic"]
 
 MB = 1024 * 1024
 
@@ -30,12 +30,21 @@ class FaultKnobs(BaseModel):
         default=1.0, ge=0, description="Retry-After seconds sent with a 429."
     )
     server_error_next: int = Field(default=0, ge=0, description="Next N calls answer 500.")
+    overloaded_next: int = Field(
+        default=0, ge=0,
+        description="Next N calls answer 529 overloaded (Anthropic; 503 on OpenAI/Azure), "
+                    "with Retry-After.",
+    )
     drop_next: int = Field(default=0, ge=0, description="Next N calls lose their connection.")
     drop_after_handling: bool = Field(
         default=False, description="Drop the response after the call took effect (else before)."
     )
     slow_next: int = Field(default=0, ge=0, description="Next N calls are delayed by slow_delay.")
     slow_delay: float = Field(default=0.0, ge=0, description="Delay (s) for slow calls.")
+    list_lag: float = Field(
+        default=0.0, ge=0,
+        description="Seconds before a new batch or upload shows in list answers.",
+    )
     fault_path: str | None = Field(default=None, description="Only calls whose path contains this.")
     fault_method: str | None = Field(default=None, description="Only calls with this HTTP method.")
     request_failure_rate: float = Field(
@@ -81,13 +90,16 @@ class EmulatorConfig(FaultKnobs):
     completion_window: float = Field(
         default=86400.0,
         gt=0,
-        description="Seconds until an OpenAI batch expires (Azure never does).",
+        description="Seconds until an OpenAI or Anthropic batch expires (Azure never does).",
     )
     max_file_bytes: int = Field(default=200 * MB, gt=0)
     max_requests: int | None = Field(
         default=None,
         gt=0,
-        description="Requests per batch; None: 50,000 (OpenAI) / 100,000 (Azure).",
+        description="Requests per batch; None: 50,000 (OpenAI) / 100,000 (Azure, Anthropic).",
+    )
+    max_batch_bytes: int = Field(
+        default=256 * MB, gt=0, description="Anthropic: largest accepted create body."
     )
     known_models: tuple[str, ...] = Field(
         default=(),
@@ -105,7 +117,7 @@ class EmulatorConfig(FaultKnobs):
         """The per-batch request limit, defaulting by flavor."""
         if self.max_requests is not None:
             return self.max_requests
-        return 100_000 if self.flavor == "azure" else 50_000
+        return 50_000 if self.flavor == "openai" else 100_000
 
     def initial_faults(self) -> FaultKnobs:
         """The fault knobs as configured at start."""

@@ -1,14 +1,15 @@
 """HTTP errors of the emulated providers and their envelopes.
 
 OpenAI (and Azure's v1 surface) answer ``{"error": {"message", "type", "param", "code"}}``;
-Azure's dated ("legacy") surface answers the Microsoft shape ``{"error": {"code", "message"}}``.
+Azure's dated ("legacy") surface answers the Microsoft shape ``{"error": {"code", "message"}}``;
+Anthropic answers ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-Surface = Literal["openai", "azure", "azure_v1"]
+Surface = Literal["openai", "azure", "azure_v1", "anthropic"]
 
 # Microsoft error codes of the authoring surface, by HTTP status.
 _AZURE_CODES = {
@@ -20,6 +21,19 @@ _AZURE_CODES = {
     429: "429",
     500: "internalFailure",
     503: "serviceUnavailable",
+}
+
+
+# Anthropic error types, by HTTP status.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
 }
 
 
@@ -47,8 +61,10 @@ class EmulatorError(Exception):
         self.headers = headers or {}
 
 
-def surface_of(path: str) -> Surface:
+def surface_of(path: str, flavor: str = "openai") -> Surface:
     """Which API surface a request path belongs to."""
+    if flavor == "anthropic":
+        return "anthropic"
     if path.startswith("/openai/v1/") or path == "/openai/v1":
         return "azure_v1"
     if path.startswith("/openai/"):
@@ -58,6 +74,10 @@ def surface_of(path: str) -> Surface:
 
 def error_body(exc: EmulatorError, surface: Surface) -> dict[str, Any]:
     """The JSON error body for ``surface``."""
+    if surface == "anthropic":
+        kind = ANTHROPIC_TYPES.get(exc.status, "api_error" if exc.status >= 500 else
+                                   "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": exc.message}}
     if surface == "azure":
         azure = exc.azure_code or _AZURE_CODES.get(exc.status, str(exc.status))
         return {"error": {"code": azure, "message": exc.message}}

@@ -36,9 +36,11 @@ def batch_id(flavor: str) -> str:
 
 
 def request_id(flavor: str) -> str:
-    """The x-request-id of an HTTP call or of one batched request."""
+    """The request id of an HTTP call or of one batched request."""
     if flavor == "azure":
         return str(uuid.uuid4())
+    if flavor == "anthropic":
+        return "req_011" + _base62(21)
     return "req_" + os.urandom(16).hex()
 
 
@@ -50,3 +52,18 @@ def batch_request_id() -> str:
 def prefixed_hex(prefix: str, length: int = 24) -> str:
     """Ids inside response bodies (``chatcmpl-``, ``resp_``, ``msg_``...)."""
     return prefix + secrets.token_hex(length // 2)
+
+
+def message_batch_id() -> str:
+    """An Anthropic Message Batch: ``msgbatch_011`` + 21 base62."""
+    return "msgbatch_011" + _base62(21)
+
+
+def message_id() -> str:
+    """An Anthropic Message inside a result line."""
+    return "msg_011" + _base62(21)
+
+
+def tool_use_id() -> str:
+    """A ``tool_use`` content block."""
+    return "toolu_011" + _base62(21)

@@ -52,7 +52,8 @@ class EmulatorMiddleware:
             return
         flavor = self.emulator.flavor
         request_id = ids.request_id(flavor)
-        extra = [(b"x-request-id", request_id.encode())]
+        header = b"request-id" if flavor == "anthropic" else b"x-request-id"
+        extra = [(header, request_id.encode())]
         if flavor == "azure":
             extra.append((b"apim-request-id", request_id.encode()))
 
@@ -65,8 +66,8 @@ class EmulatorMiddleware:
         if path.startswith(ADMIN_PREFIX):
             await self.app(scope, receive, send_with_id)
             return
-        surface = surface_of(path)
-        problem = self._auth_problem(scope)
+        surface = surface_of(path, flavor)
+        problem = self._auth_problem(scope) or _version_problem(scope, flavor)
         if problem is not None:
             await send_error(send_with_id, problem, surface)
             return
@@ -77,12 +78,15 @@ class EmulatorMiddleware:
         if not keys:
             return None
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"api-key", b"").decode()
+        given = headers.get(b"x-api-key" if self.emulator.flavor == "anthropic" else b"api-key",
+                            b"").decode()
         auth = headers.get(b"authorization", b"").decode()
         if not given and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         if given in keys:
             return None
+        if self.emulator.flavor == "anthropic":  # x-api-key, or a bearer token
+            return EmulatorError(401, "invalid x-api-key")
         if self.emulator.flavor == "azure":
             message = ("Access denied due to invalid subscription key or wrong API endpoint. "
                        "Make sure to provide a valid key for an active subscription and use a "
@@ -105,15 +109,34 @@ class EmulatorMiddleware:
             await send_error(send, self._rate_limited(), surface)
         elif fault.kind == "server_error":
             await send_error(send, _server_error(), surface)
+        elif fault.kind == "overloaded":
+            await send_error(send, self._overloaded(), surface)
         elif fault.kind == "drop":
             await self._drop(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    def _rate_limited(self) -> EmulatorError:
+    def _retry_headers(self) -> dict[str, str]:
         seconds = self.emulator.faults.retry_after
         header = str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
-        headers = {"retry-after": header, "retry-after-ms": str(math.ceil(seconds * 1000))}
+        if self.emulator.flavor == "anthropic":  # Anthropic sends whole seconds only
+            return {"retry-after": str(math.ceil(seconds))}
+        return {"retry-after": header, "retry-after-ms": str(math.ceil(seconds * 1000))}
+
+    def _overloaded(self) -> EmulatorError:
+        headers = self._retry_headers()
+        if self.emulator.flavor == "anthropic":
+            return EmulatorError(529, "Overloaded", headers=headers)
+        return EmulatorError(503, "The engine is currently overloaded, please try again "
+                             "later.", type="server_error", headers=headers)
+
+    def _rate_limited(self) -> EmulatorError:
+        seconds = self.emulator.faults.retry_after
+        headers = self._retry_headers()
+        if self.emulator.flavor == "anthropic":
+            return EmulatorError(429, "This request would exceed the rate limit for your "
+                                 "organization. Please retry after the Retry-After delay.",
+                                 headers=headers)
         if self.emulator.flavor == "azure":
             message = ("Requests to the Batch Operation under Azure OpenAI API have exceeded "
                        f"the rate limit of your current pricing tier. Please retry after "
@@ -137,6 +160,16 @@ class EmulatorMiddleware:
                                 (b"content-length", b"1024")]})
         await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
         raise ConnectionDropped("emulator: connection dropped on purpose")
+
+
+def _version_problem(scope: Scope, flavor: str) -> EmulatorError | None:
+    """Anthropic refuses a call without the ``anthropic-version`` header."""
+    if flavor != "anthropic":
+        return None
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"anthropic-version"):
+        return None
+    return EmulatorError(400, "anthropic-version: header is required")
 
 
 def _server_error() -> EmulatorError:

@@ -5,7 +5,9 @@ Per-request faults are deterministic so pipeline tests can rely on them:
 * a line whose ``body`` (or the line itself) carries ``"x_emulator": {"status": 500,
   "times": 1}`` fails with that status the first ``times`` times its custom_id is seen, then
   succeeds; without ``times`` it fails every time. ``{"error": "request_timeout"}`` instead
-  of a status produces a non-HTTP error line (``response: null``).
+  of a status produces a non-HTTP error line (``response: null``); ``{"result": "expired"}``
+  or ``{"result": "canceled"}`` makes the line come back as if the batch had expired or been
+  cancelled before it ran.
 * ``request_failure_rate`` fails that fraction of custom_ids (chosen by a hash of the id);
   transient statuses (408, 409, 429, 5xx) fail only the first time an id is seen.
 """
@@ -62,6 +64,8 @@ def marker_outcome(marker: dict[str, Any], attempt: int) -> Outcome | None:
         return None
     if marker.get("error") == "request_timeout":
         return Outcome(None, None, {"code": "request_timeout", "message": "The request timed out."})
+    if marker.get("result") in ("expired", "canceled"):
+        return Outcome(None, None, EXPIRED if marker["result"] == "expired" else CANCELLED)
     status = marker.get("status")
     return http_failure(int(status)) if isinstance(status, int) else None
 

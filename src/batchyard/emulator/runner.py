@@ -12,20 +12,32 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
 from batchyard.emulator import ids
+from batchyard.emulator.config import EmulatorConfig
 from batchyard.emulator.requests import CANCELLED, EXPIRED, Outcome, run_request
-from batchyard.emulator.store import BatchEntry, FileEntry
+from batchyard.emulator.store import BatchEntry, FileEntry, Store
 from batchyard.emulator.validation import ValidationResult, validate_lines
-
-if TYPE_CHECKING:
-    from batchyard.emulator.state import Emulator
 
 logger = logging.getLogger(__name__)
 _BUFFER = 1024 * 1024
+
+
+class RunnerHost(Protocol):
+    """What a runner needs from the live emulator (the state module implements it), so the
+    runner never imports the state module that starts it."""
+
+    config: EmulatorConfig
+    store: Store
+    data_dir: Path
+
+    def take_forced_validation(self) -> str | None: ...
+    def take_no_output(self) -> bool: ...
+    def reserve_tokens(self, batch: BatchEntry, result: ValidationResult) -> None: ...
+    def request_fault(self, line: dict[str, Any]) -> Outcome | None: ...
 
 
 class _Sinks:
@@ -45,7 +57,7 @@ class _Sinks:
 class BatchRunner(threading.Thread):
     """Drives one batch through the provider's status sequence at the configured speed."""
 
-    def __init__(self, emulator: Emulator, batch: BatchEntry, source: IO[bytes]) -> None:
+    def __init__(self, emulator: RunnerHost, batch: BatchEntry, source: IO[bytes]) -> None:
         super().__init__(name=f"emulator-{batch.id}", daemon=True)
         self.emu = emulator
         self.cfg = emulator.config

@@ -18,6 +18,7 @@ from batchyard.emulator.admin import admin_router
 from batchyard.emulator.config import EmulatorConfig
 from batchyard.emulator.errors import EmulatorError, error_body, surface_of
 from batchyard.emulator.middleware import EmulatorMiddleware, QuietDrops
+from batchyard.emulator.routes_anthropic import anthropic_router
 from batchyard.emulator.routes_azure import azure_routers
 from batchyard.emulator.routes_openai import openai_router
 from batchyard.emulator.state import Emulator
@@ -28,7 +29,9 @@ logger = logging.getLogger(__name__)
 def _render_error(request: Request, exc: EmulatorError) -> Response:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(error_body(exc, surface_of(request.url.path)), status_code=exc.status,
+    flavor = request.app.state.emulator.flavor
+    return JSONResponse(error_body(exc, surface_of(request.url.path, flavor)),
+                        status_code=exc.status,
                         headers=exc.headers or None)
 
 
@@ -61,6 +64,8 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     if config.flavor == "azure":
         for router in azure_routers():
             app.include_router(router)
+    elif config.flavor == "anthropic":
+        app.include_router(anthropic_router())
     else:
         app.include_router(openai_router())
     app.add_exception_handler(EmulatorError, _on_emulator_error)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from batchyard.emulator import ids
 from batchyard.emulator.config import EmulatorConfig, FaultKnobs
 from batchyard.emulator.errors import EmulatorError, bad_request, not_found_batch, not_found_file
+from batchyard.emulator.message_batches import MessageBatches
 from batchyard.emulator.requests import (
     Outcome,
     hashed_failure,
@@ -42,7 +43,7 @@ class CallFault:
     """What to do to one HTTP call: delay it, then maybe answer 429/500 or drop it."""
 
     delay: float = 0.0
-    kind: str | None = None  # "rate_limit" | "server_error" | "drop"
+    kind: str | None = None  # "rate_limit" | "overloaded" | "server_error" | "drop"
 
 
 class Emulator:
@@ -56,7 +57,8 @@ class Emulator:
         self.faults = config.initial_faults()
         self._lock = threading.Lock()
         self._attempts: dict[str, int] = {}
-        self._runners: list[BatchRunner] = []
+        self._runners: list[Any] = []
+        self.message_batches = MessageBatches(self)
         if config.data_dir:
             self.data_dir = Path(config.data_dir)
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,11 @@ class Emulator:
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def track(self, runner: Any) -> None:
+        """Remember a batch's runner thread, so reset() and close() can stop it."""
+        with self._lock:
+            self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+
     def _stop_runners(self) -> None:
         with self._lock:
             runners, self._runners = self._runners, []
@@ -125,11 +132,16 @@ class Emulator:
             delay = f.slow_delay if self._take("slow_next") else 0.0
             kind = None
             for knob, name in (("drop_next", "drop"), ("rate_limit_next", "rate_limit"),
+                               ("overloaded_next", "overloaded"),
                                ("server_error_next", "server_error")):
                 if self._take(knob):
                     kind = name
                     break
         return CallFault(delay, kind) if delay or kind else None
+
+    def list_visible_from(self) -> float:
+        """When something created now may show in list answers (the lagging-list fault)."""
+        return time.monotonic() + self.faults.list_lag
 
     def take_forced_validation(self) -> str | None:
         with self._lock:
@@ -180,6 +192,7 @@ class Emulator:
             id=ids.upload_file_id(self.flavor), filename=filename, purpose=purpose,
             bytes=size, created_at=now, path=path,
             expires_at=now + expires_after if expires_after else None,
+            listed_from=self.list_visible_from(),
         )
         self.store.add_upload(entry)
         return entry
@@ -215,14 +228,14 @@ class Emulator:
         batch = BatchEntry(
             id=ids.batch_id(self.flavor), created_at=now,
             expires_at=now + math.ceil(self.config.completion_window),
-            not_found_left=self.faults.not_found_after_create, **request,
+            not_found_left=self.faults.not_found_after_create,
+            listed_from=self.list_visible_from(), **request,
         )
         source = source_file.path.open("rb")
         self.store.add_batch(batch)
         answer = snapshot(batch)
         runner = BatchRunner(self, batch, source)
-        with self._lock:
-            self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+        self.track(runner)
         runner.start()
         return answer
 

@@ -8,6 +8,7 @@ and resets of the live state, so tests can count what a client ever created.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class FileEntry:
     path: Path
     expires_at: int | None = None
     deleted: bool = False
+    #: ``time.monotonic()`` from which list answers show it (the lagging-list fault).
+    listed_from: float = 0.0
 
 
 @dataclass
@@ -54,6 +57,7 @@ class BatchEntry:
     timestamps: dict[str, int | None] = field(default_factory=dict)
     enqueued_tokens: int = 0
     not_found_left: int = 0
+    listed_from: float = 0.0
     cancel_requested: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -70,6 +74,9 @@ class Store:
         self.batches: dict[str, BatchEntry] = {}
         self.uploads: list[FileEntry] = []
         self.created: list[BatchEntry] = []
+        # Anthropic Message Batches (entries of batchyard.emulator.message_batches).
+        self.message_batches: dict[str, Any] = {}
+        self.message_created: list[Any] = []
 
     def add_upload(self, entry: FileEntry) -> None:
         with self.lock:
@@ -92,16 +99,18 @@ class Store:
 
     def list_files(self, purpose: str | None, order: str) -> list[FileEntry]:
         """Live files, newest first unless ``order == "asc"`` (creation order breaks ties)."""
+        now = time.monotonic()
         with self.lock:
-            items = [f for f in self.files.values() if not f.deleted]
+            items = [f for f in self.files.values() if not f.deleted and f.listed_from <= now]
         if purpose:
             items = [f for f in items if f.purpose == purpose]
         return items if order == "asc" else items[::-1]
 
     def list_batches(self) -> list[BatchEntry]:
-        """Batches newest first."""
+        """Batches newest first (those still hidden by the lagging-list fault left out)."""
+        now = time.monotonic()
         with self.lock:
-            return list(self.batches.values())[::-1]
+            return [b for b in self.batches.values() if b.listed_from <= now][::-1]
 
     def enqueued_tokens(self, model: str, exclude: str | None = None) -> int:
         """Tokens held by active batches of ``model`` (the enqueued-token quota usage)."""
@@ -128,6 +137,18 @@ class Store:
                     "model": b.model,
                 }
                 for b in self.created
+            ]
+            batches += [
+                {
+                    "id": b.id,
+                    "status": b.status,
+                    "input_file_id": None,
+                    "metadata": None,
+                    "model": b.model,
+                    "request_count": b.total,
+                    "first_custom_id": b.first_custom_id,
+                }
+                for b in self.message_created
             ]
         return {
             "files_uploaded": len(files),

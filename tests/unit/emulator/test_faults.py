@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -193,3 +195,27 @@ async def test_admin_routes_set_faults_report_stats_and_reset(make_api: MakeApi)
     assert (await api.client.post("/_emulator/reset")).json() == {"reset": True}
     assert (await api.client.get("/_emulator/stats")).json()["files_uploaded"] == 0
     assert (await api.call("GET", "/files")).json()["data"] == []  # faults are back to none
+
+
+@pytest.mark.parametrize("surface", ["openai", "azure", "azure_v1"])
+async def test_lagging_list_shows_new_uploads_and_batches_only_after_the_lag(
+        make_api: MakeApi, surface: str) -> None:
+    api = await make_api(surface, list_lag=0.4)
+    batch = await api.submit(chat_file(1))
+    assert (await api.call("GET", f"/batches/{batch['id']}")).status_code == 200
+    assert (await api.call("GET", "/batches")).json()["data"] == []
+    uploads = {"params": {"purpose": "batch"}}
+    assert (await api.call("GET", "/files", **uploads)).json()["data"] == []
+    await asyncio.sleep(0.5)
+    assert [b["id"] for b in (await api.call("GET", "/batches")).json()["data"]] == [batch["id"]]
+    files = (await api.call("GET", "/files", **uploads)).json()["data"]
+    assert [f["id"] for f in files] == [batch["input_file_id"]]
+
+
+@pytest.mark.parametrize(("surface", "status"), [("openai", 503), ("azure_v1", 503)])
+async def test_overloaded_answers_with_retry_after(
+        make_api: MakeApi, surface: str, status: int) -> None:
+    api = await make_api(surface, overloaded_next=1, retry_after=2)
+    answer = await api.call("GET", "/files")
+    assert answer.status_code == status and answer.headers["retry-after"] == "2"
+    assert (await api.call("GET", "/files")).status_code == 200
