@@ -1,4 +1,4 @@
-"""Provider adapters: the only code that talks to OpenAI and Azure OpenAI.
+"""Provider adapters: the only code that talks to OpenAI, Azure OpenAI and Anthropic.
 
     from batchyard.providers import ProviderConfig, build_provider, build_async_provider
     with build_provider(ProviderConfig(kind="openai", api_key=key)) as provider:
@@ -10,6 +10,12 @@ from __future__ import annotations
 import httpx
 
 from batchyard.config import HttpSettings
+from batchyard.providers.anthropic import (
+    AnthropicClient,
+    AsyncAnthropicClient,
+    build_anthropic_provider,
+    build_async_anthropic_provider,
+)
 from batchyard.providers.azure import AzureOperations
 from batchyard.providers.base import (
     AsyncProvider,
@@ -26,6 +32,8 @@ from batchyard.providers.http import AsyncExecutor, SyncExecutor, build_timeout
 from batchyard.providers.openai import OpenAIOperations
 
 __all__ = [
+    "AnthropicClient",
+    "AsyncAnthropicClient",
     "AsyncProvider",
     "AsyncProviderClient",
     "Provider",
@@ -36,6 +44,8 @@ __all__ = [
     "ProviderPage",
     "ProviderRequestCounts",
     "SyncProviderClient",
+    "build_anthropic_provider",
+    "build_async_anthropic_provider",
     "build_async_provider",
     "build_operations",
     "build_provider",
@@ -43,7 +53,12 @@ __all__ = [
 
 
 def build_operations(config: ProviderConfig) -> OpenAIOperations:
-    """The request builder for ``config.kind``."""
+    """The Files + Batches request builder for ``config.kind`` (Anthropic has its own
+    client: :func:`build_anthropic_provider`)."""
+    if config.kind == "anthropic":
+        from batchyard.errors import ConfigError
+
+        raise ConfigError("Anthropic has no Files API; use build_anthropic_provider")
     return AzureOperations(config) if config.kind == "azure" else OpenAIOperations(config)
 
 

@@ -26,13 +26,14 @@ class ProviderConfig(BaseModel):
 
     For Azure, ``api_version`` picks the surface: ``None``, ``"v1"`` or ``"preview"`` use
     ``/openai/v1/...``; a dated version (``"2024-10-21"``) uses the legacy
-    ``/openai/...?api-version=`` routes. ``azure_ad_token`` (a Microsoft Entra token) is sent
-    as a bearer token instead of the ``api-key`` header.
+    ``/openai/...?api-version=`` routes. For Anthropic, ``api_version`` is the
+    ``anthropic-version`` header (default ``2023-06-01``). ``azure_ad_token`` (a Microsoft
+    Entra token) is sent as a bearer token instead of the ``api-key`` header.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["openai", "azure"]
+    kind: Literal["openai", "azure", "anthropic"]
     api_key: SecretStr | None = None
     api_base: str | None = None
     api_version: str | None = None
@@ -97,6 +98,8 @@ class ProviderBatch:
     errors: tuple[ProviderBatchError, ...] = ()
     metadata: dict[str, str] | None = None
     usage: dict[str, Any] | None = None
+    #: Anthropic: where the results JSONL is, once the batch has ended.
+    results_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

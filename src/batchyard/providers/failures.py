@@ -27,11 +27,12 @@ from batchyard.errors import (
 from batchyard.providers.wire import error_fields
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-REQUEST_ID_HEADERS = ("x-request-id", "apim-request-id", "x-ms-request-id")
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id")
 
 
 def request_id(response: httpx.Response) -> str | None:
-    """The provider's request id (OpenAI ``x-request-id``, Azure ``apim-request-id``)."""
+    """The provider's request id (OpenAI ``x-request-id``, Anthropic ``request-id``, Azure
+    ``apim-request-id``)."""
     for name in REQUEST_ID_HEADERS:
         if value := response.headers.get(name):
             return value

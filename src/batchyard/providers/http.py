@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,9 @@ class Call:
     params: Mapping[str, str | int] = field(default_factory=dict)
     json: Any = None
     upload: Upload | None = None
+    #: A streamed request body, made afresh for every attempt (so a retry resends it all).
+    content: Callable[[], Iterator[bytes]] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,27 @@ def upload_filename(source: UploadSource, filename: str | None) -> str:
     return "upload.jsonl"
 
 
+async def _as_async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
 @contextmanager
-def request_kwargs(call: Call) -> Iterator[dict[str, Any]]:
+def request_kwargs(call: Call, *, asynchronous: bool = False) -> Iterator[dict[str, Any]]:
     """Keyword arguments for ``client.build_request``, with the upload file open.
 
     httpx streams a file object in a multipart body chunk by chunk (64 KiB) and computes the
-    Content-Length from the file size, so an upload never sits in memory whole.
+    Content-Length from the file size, so an upload never sits in memory whole; a streamed
+    ``content`` is sent as it is produced (an async client needs it as an async iterator).
     """
     kwargs: dict[str, Any] = {"method": call.method, "url": call.url, "params": dict(call.params)}
+    if call.headers:
+        kwargs["headers"] = dict(call.headers)
     if call.json is not None:
         kwargs["json"] = call.json
+    if call.content is not None:
+        chunks = call.content()
+        kwargs["content"] = _as_async(chunks) if asynchronous else chunks
     upload = call.upload
     if upload is None:
         yield kwargs
@@ -241,7 +255,7 @@ class AsyncExecutor:
         return parse_answer(op, await self.retrying(lambda: self._send_json(op.call)))
 
     async def _send_json(self, call: Call) -> Any:
-        with request_kwargs(call) as kwargs:
+        with request_kwargs(call, asynchronous=True) as kwargs:
             response = await self.client.send(self.client.build_request(**kwargs))
         return json_body(check(response))
 
@@ -252,7 +266,7 @@ class AsyncExecutor:
 
     async def _copy(self, call: Call, dest: BinaryIO, start: int | None) -> int:
         _rewind(dest, start)
-        with request_kwargs(call) as kwargs:
+        with request_kwargs(call, asynchronous=True) as kwargs:
             response = await self.client.send(self.client.build_request(**kwargs), stream=True)
         try:
             if not response.is_success:

@@ -91,7 +91,7 @@ def parse_file(body: Mapping[str, Any]) -> ProviderFile:
 
 def parse_batch(body: Mapping[str, Any]) -> ProviderBatch:
     """A batch object (OpenAI or Azure) as a :class:`ProviderBatch`."""
-    stamps = {name: timestamp(body.get(name)) for name in _BATCH_TIMESTAMPS}
+    stamps: dict[str, Any] = {name: timestamp(body.get(name)) for name in _BATCH_TIMESTAMPS}
     return ProviderBatch(
         id=str(body["id"]),
         status=status(body.get("status")),
@@ -184,7 +184,11 @@ def next_cursor(page: ProviderPage[Any], previous: str | None) -> str | None:
 
 
 def error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
-    """(message, code, param) from an OpenAI or Microsoft error envelope."""
+    """(message, code, param) from an OpenAI, Microsoft or Anthropic error envelope.
+
+    Anthropic's ``{"type": "error", "error": {"type", "message"}}`` has no code: its error
+    type (``overloaded_error``, ``invalid_request_error`` ...) is the code.
+    """
     if not isinstance(body, Mapping):
         return None, None, None
     inner = body.get("error", body)
@@ -193,6 +197,8 @@ def error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
     if not isinstance(inner, Mapping):
         return None, None, None
     code = optional_str(inner.get("code"))
+    if code is None and body.get("type") == "error":
+        code = optional_str(inner.get("type"))
     nested = inner.get("innererror") or inner.get("inner_error")
     if code is None and isinstance(nested, Mapping):
         code = optional_str(nested.get("code"))
