@@ -135,11 +135,11 @@ def schedule_list() -> None:
 
 
 def _show(action: Callable[..., Any], schedule_id: str) -> None:
-    from batchyard.services.schedules import public_schedule
+    from batchyard.api.wire import schedule_object
 
     with _services() as svc:
         record = action(svc, schedule_id, owner=None)
-    typer.echo(json.dumps(public_schedule(record), indent=2))
+    typer.echo(json.dumps(schedule_object(record), indent=2))
 
 
 @schedule_app.command("show")
@@ -234,7 +234,8 @@ def webhooks_test(
     if secret is None and settings.schedules.webhook_secret is not None:
         secret = settings.schedules.webhook_secret.get_secret_value()
     code, error = notifications.send_test_event(
-        url, secret=secret, timeout=settings.schedules.webhook_timeout_seconds)
+        url, secret=secret, settings=settings,
+        timeout=settings.schedules.webhook_timeout_seconds)
     signed = "signed" if secret else "UNSIGNED (no secret configured)"
     if error is not None:
         _fail(f"delivery failed ({signed}): {error}")

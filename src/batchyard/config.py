@@ -53,7 +53,7 @@ class PipelineSettings(BaseModel):
 
 
 class ScheduleSettings(BaseModel):
-    """Scheduled batch runs and completion webhooks (issue 5)."""
+    """Scheduled batch runs and completion webhooks."""
 
     #: Beat interval of the scheduler tick (fires due schedules, sends due webhooks).
     tick_seconds: float = 15.0
@@ -67,6 +67,11 @@ class ScheduleSettings(BaseModel):
     webhook_backoff_max: float = 3600.0
     #: A delivery stuck in "sending" this long (worker died mid-POST) is sent again.
     webhook_stale_seconds: float = 120.0
+    #: Webhooks are never sent to loopback, private, link-local, multicast or reserved
+    #: addresses unless listed here: host names (allowed whatever they resolve to), addresses
+    #: or CIDR networks, e.g. ``["hooks.internal", "10.20.0.0/16"]``
+    #: (``BATCHYARD_SCHEDULES__WEBHOOK_ALLOW='["127.0.0.1"]'``).
+    webhook_allow: list[str] = []
     #: Let virtual keys (not only the master key / CLI) create callable and path sources,
     #: which run code or read files on the scheduler's host.
     allow_code_sources_for_keys: bool = False
@@ -78,6 +83,13 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 4000
     max_upload_bytes: int = 512 * 1024 * 1024
+    #: Total size of a request's headers above which it is refused with 431.
+    max_header_bytes: int = 32 * 1024
+    #: A request body chunk that takes longer than this to arrive ends the request (408).
+    body_read_timeout: float = 30.0
+    #: A connection that has not sent a complete request head (request line and headers)
+    #: this long after connecting, or after its previous response, is closed.
+    header_read_timeout: float = 10.0
     #: uvicorn processes for ``batchyard serve``; 0 = one per CPU core (at most 4). One
     #: process is CPU-bound near 500 creates/s; a second one halves create latency under load.
     workers: int = 0

@@ -10,8 +10,9 @@ from typing import Any
 
 import redis
 
+from batchyard.broker.nudge import BackgroundNudger, celery_nudger
+from batchyard.broker.tasks import task_queue
 from batchyard.config import PipelineSettings, Settings
-from batchyard.services.nudge import BackgroundNudger, celery_nudger, task_queue
 
 
 def task_of(message: dict[str, Any]) -> tuple[str, list[str]]:

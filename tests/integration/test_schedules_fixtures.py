@@ -55,9 +55,11 @@ def clean_schedule_tables(url: str) -> None:
 
 
 def schedule_settings(url: str, data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for these tests: retry delays near zero, no provider keys needed."""
+    """Settings for these tests: retry delays near zero, no provider keys needed, webhooks
+    allowed to reach the local receivers (on 127.0.0.1)."""
     values: dict[str, Any] = {"webhook_backoff_initial": 0.01, "webhook_backoff_max": 0.05,
-                              "webhook_timeout_seconds": 5.0, "webhook_max_attempts": 5}
+                              "webhook_timeout_seconds": 5.0, "webhook_max_attempts": 5,
+                              "webhook_allow": ["127.0.0.1"]}
     values.update(overrides)
     return Settings(database_url=url, data_dir=data_dir, schedules=ScheduleSettings(**values))
 

@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from batchyard.broker.tasks import task_queue
 from batchyard.config import PipelineSettings
 from batchyard.services import files, schedules
 from batchyard.services.container import Services, build_services
-from batchyard.services.nudge import task_queue
 from batchyard.services.schedules import ScheduleSpec
+from batchyard.worker.app import create_celery
 from batchyard.worker.schedule_tasks import (
     SCHEDULER_TICK,
     WEBHOOK_DELIVER,
@@ -52,8 +53,7 @@ def svc(sched_db_url: str, redis_url: str, unique_name: str,
 
 
 def test_beat_entries_route_both_tasks_to_the_tick_queue(svc: Services) -> None:
-    app = Celery("t", broker="memory://")
-    register_schedule_tasks(app, lambda: svc, svc.settings)
+    app = create_celery(svc.settings, svc)
     queue = task_queue(svc.settings, "tick")
     for name in (SCHEDULER_TICK, WEBHOOK_DELIVER):
         entry = app.conf.beat_schedule[name]
@@ -66,7 +66,7 @@ def test_beat_entries_route_both_tasks_to_the_tick_queue(svc: Services) -> None:
 def test_a_worker_fires_a_due_schedule_and_delivers_its_webhook(svc: Services) -> None:
     app = Celery("batchyard-sched-test", broker=svc.settings.effective_broker_url)
     app.conf.broker_connection_retry_on_startup = True
-    register_schedule_tasks(app, lambda: svc, svc.settings)
+    register_schedule_tasks(app, lambda: svc)
     queue = task_queue(svc.settings, "tick")
     line = (b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
             b'"body":{"model":"m","messages":[]}}\n')

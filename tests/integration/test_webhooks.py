@@ -143,6 +143,13 @@ def test_without_a_secret_the_event_is_sent_unsigned(sched_db_url: str, tmp_path
     assert SIGNATURE_HEADER not in receiver.requests[0].headers
 
 
+@pytest.fixture()
+def local_receivers_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads Settings from the environment: let it reach the 127.0.0.1 receivers."""
+    monkeypatch.setenv("BATCHYARD_SCHEDULES__WEBHOOK_ALLOW", '["127.0.0.1"]')
+
+
+@pytest.mark.usefixtures("local_receivers_allowed")
 def test_cli_webhooks_test_sends_a_signed_sample() -> None:
     with Receiver([204]) as receiver:
         result = CliRunner().invoke(webhooks_app, ["test", receiver.url, "--secret", "abc"])
@@ -152,6 +159,7 @@ def test_cli_webhooks_test_sends_a_signed_sample() -> None:
     assert body["type"] == "batch.completed" and body["data"]["status"] == "completed"
 
 
+@pytest.mark.usefixtures("local_receivers_allowed")
 def test_cli_webhooks_test_reports_a_failing_receiver() -> None:
     with Receiver([500]) as receiver:
         result = CliRunner().invoke(webhooks_app, ["test", receiver.url, "--secret", "abc"])

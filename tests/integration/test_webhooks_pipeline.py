@@ -41,7 +41,8 @@ def driver(tmp_path: Path) -> Iterator[InlineDriver]:
         settings = fast_settings(tmp_path, emulator_url=emulator.base_url).model_copy(update={
             "schedules": ScheduleSettings(webhook_secret=GLOBAL_SECRET,
                                           webhook_backoff_initial=0.01,
-                                          webhook_backoff_max=0.05)})
+                                          webhook_backoff_max=0.05,
+                                          webhook_allow=["127.0.0.1"])})
         migrate.upgrade(settings.effective_database_url)
         inline = InlineDriver(settings)
         try:

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from batchyard.api.deps import master, services_of
+from batchyard.api.inputs import load_json_object
 from batchyard.api.wire import CreateKeyBody, json_response
 from batchyard.services import health, keys
 from batchyard.services.keys import Principal
@@ -21,7 +22,7 @@ def build_admin_router() -> APIRouter:
     @router.post("/keys")
     async def create_key(request: Request, who: Principal = Depends(master)) -> Response:
         try:
-            body = CreateKeyBody.model_validate_json(await request.body() or b"{}")
+            body = CreateKeyBody.model_validate(load_json_object(await request.body() or b"{}"))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         record, plaintext = await run_in_threadpool(

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from batchyard.api import admin, batches, files, schedules
 from batchyard.api.errors import install_error_handlers
 from batchyard.api.fastpath import BatchFastPath
-from batchyard.api.middleware import RequestIdMiddleware
+from batchyard.api.middleware import InputGuard, RequestIdMiddleware
 from batchyard.config import Settings
 from batchyard.errors import ConfigError
 
@@ -53,8 +53,13 @@ def check_bind_safety(settings: Settings) -> None:
             "BATCHYARD_MASTER_KEY, or bind 127.0.0.1 for keyless local use")
 
 
-def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
-    """Build the API. Without ``services``, the lifespan builds (and closes) them."""
+def create_app(settings: Settings, services: Any | None = None, *,
+               fast_path: bool = True) -> FastAPI:
+    """Build the API. Without ``services``, the lifespan builds (and closes) them.
+
+    ``fast_path=False`` leaves every request to FastAPI's router (the parity test compares
+    both ways of answering the two hottest calls).
+    """
     check_bind_safety(settings)
 
     @asynccontextmanager
@@ -62,8 +67,8 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
         if services is not None:
             yield
             return
+        from batchyard.broker.nudge import BackgroundNudger, celery_nudger
         from batchyard.services.container import build_services
-        from batchyard.services.nudge import BackgroundNudger, celery_nudger
 
         # Nudges leave after the response: the committed row is the truth, the sweep
         # re-sends a nudge lost in a crash.
@@ -84,7 +89,11 @@ def create_app(settings: Settings, services: Any | None = None) -> FastAPI:
         app.state.services = services
     install_error_handlers(app)
     # Added first, so it runs inside RequestIdMiddleware (ids and the crash envelope).
-    app.add_middleware(BatchFastPath, route_prefixes=ROUTE_PREFIXES)
+    if fast_path:
+        app.add_middleware(BatchFastPath, route_prefixes=ROUTE_PREFIXES)
+    # Outside the fast path, so both ways of answering see the same refusals.
+    app.add_middleware(InputGuard, max_header_bytes=settings.api.max_header_bytes,
+                       body_timeout=settings.api.body_read_timeout)
     app.add_middleware(RequestIdMiddleware)
     for prefix, provider in ROUTE_PREFIXES:
         documented = prefix == "/v1"

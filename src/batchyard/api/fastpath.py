@@ -3,11 +3,13 @@
 SDKs wait for a batch by retrieving it over and over, and pipelines create batches in
 bursts; for ``GET <prefix>/batches/{id}`` and ``POST <prefix>/batches`` FastAPI's middleware
 layers, route matching over six prefixes and dependency solving cost more CPU than the
-database work. This middleware serves exactly those two shapes with the same functions
-the routes use (``principal``, ``parse_create_body``, the batch service, ``batch_object``)
-and the same error envelope. Every other request, including these calls under a path it
-does not recognise (a ``root_path``, a trailing slash), goes on to the full app unchanged;
-the routes stay there too and document the API.
+database work. This middleware serves exactly those two shapes by calling the very handlers
+the routes call (:func:`~batchyard.api.batches.handle_create`,
+:func:`~batchyard.api.batches.handle_retrieve`) and renders their errors with the same
+functions as the app's exception handlers (a parity test holds the two paths to the same
+answers). Every other request, including these calls under a path it does not recognise (a
+``root_path``, a trailing slash), goes on to the full app unchanged; the routes stay there
+too and document the API.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from batchyard.api.batches import create_in_service, parse_create_body
-from batchyard.api.deps import principal, services_of
+from batchyard.api.batches import handle_create, handle_retrieve
 from batchyard.api.errors import error_response, validation_error_response
-from batchyard.api.wire import batch_object, json_response
 from batchyard.errors import BatchyardError
-from batchyard.services import batches as batch_service
 
 _MARKER = "/batches/"
 
@@ -55,30 +53,17 @@ class BatchFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         batch_id = retrieve_batch_id(scope, self.prefixes)
         if batch_id is not None:
-            await self._answer(scope, receive, send, self._retrieve(Request(scope), batch_id))
+            await self._answer(scope, receive, send, handle_retrieve(Request(scope), batch_id))
         elif self._is_create(scope):
             request = Request(scope, receive)
             provider = self.creates[scope["path"]]
-            await self._answer(scope, receive, send, self._create(request, provider))
+            await self._answer(scope, receive, send, handle_create(request, provider))
         else:
             await self.app(scope, receive, send)
 
     def _is_create(self, scope: Scope) -> bool:
         return (scope["type"] == "http" and scope["method"] == "POST"
                 and not scope.get("root_path") and scope["path"] in self.creates)
-
-    async def _retrieve(self, request: Request, batch_id: str) -> Response:
-        who = await principal(request)
-        # One primary-key read: cheaper on the event loop than a thread hop.
-        record = batch_service.get_batch(services_of(request), batch_id, owner=who.owner)
-        return json_response(batch_object(record))
-
-    async def _create(self, request: Request, provider: str | None) -> Response:
-        who = await principal(request)
-        body = parse_create_body(await request.body(), provider)
-        record = await run_in_threadpool(create_in_service, services_of(request), who, body,
-                                         provider)
-        return json_response(batch_object(record))
 
     @staticmethod
     async def _answer(scope: Scope, receive: Receive, send: Send,

@@ -53,10 +53,13 @@ class BodyPuller:
         return b""
 
     def drain(self, limit: int = DRAIN_LIMIT) -> None:
-        """Read and drop up to ``limit`` more bytes."""
+        """Read and drop up to ``limit`` more bytes (stopping if the client stalls)."""
         seen = 0
-        while seen <= limit and (chunk := self()):
-            seen += len(chunk)
+        try:
+            while seen <= limit and (chunk := self()):
+                seen += len(chunk)
+        except BatchyardError:
+            return
 
 
 def _purpose(value: str | None) -> str:

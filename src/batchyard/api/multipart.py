@@ -12,8 +12,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from batchyard.api.inputs import safe_filename
 from batchyard.errors import InvalidInputError, PayloadTooLargeError
 
 #: Text fields larger than this are refused (they are purpose / expires_after, not data).
@@ -39,6 +41,15 @@ def too_large(limit: int) -> PayloadTooLargeError:
     """The 413 for an upload over ``limit`` bytes."""
     return PayloadTooLargeError(f"File is too large: the limit is {limit} bytes.",
                                 param="file", code="file_too_large")
+
+
+def malformed(exc: MultipartParseError) -> InvalidInputError:
+    """The 400 (413 for an over-long part header) for a body that is not valid multipart."""
+    if "header size" in str(exc).lower():
+        return PayloadTooLargeError("A multipart part header (e.g. its filename) is too long.",
+                                    code="part_header_too_large")
+    return InvalidInputError("The request body is not valid multipart/form-data.",
+                             code="invalid_multipart")
 
 
 class StreamingForm:
@@ -94,7 +105,7 @@ class StreamingForm:
         filename = options.get(b"filename")
         if self._part_name == "file" and filename is not None and self.filename is None:
             self._part_is_file = True
-            self.filename = filename.decode("utf-8", "replace").rsplit("/", 1)[-1]
+            self.filename = safe_filename(filename.decode("utf-8", "replace"))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part_is_file:
@@ -122,9 +133,15 @@ class StreamingForm:
         chunk = self._pull()
         if not chunk:
             self._body_done = True
-            self._parser.finalize()
+            try:
+                self._parser.finalize()
+            except MultipartParseError as exc:
+                raise malformed(exc) from None
             return False
-        self._parser.write(chunk)
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise malformed(exc) from None
         return True
 
     def read_until_file(self) -> None:

@@ -14,11 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from batchyard.api.deps import principal, services_of
-from batchyard.api.wire import json_response, list_object
+from batchyard.api.inputs import storable_json
+from batchyard.api.wire import json_response, list_object, schedule_object, schedule_run_object
 from batchyard.errors import PermissionDeniedError
 from batchyard.services import schedules as schedule_service
 from batchyard.services.keys import Principal
-from batchyard.services.schedules import ScheduleSpec, public_run, public_schedule
+from batchyard.services.notifications import check_webhook_url
+from batchyard.services.schedules import ScheduleSpec
 
 
 async def scheduler(who: Principal = Depends(principal)) -> Principal:
@@ -30,17 +32,19 @@ async def scheduler(who: Principal = Depends(principal)) -> Principal:
 
 
 def _create(svc: Any, who: Principal, spec: ScheduleSpec) -> dict[str, Any]:
+    if spec.webhook_url:
+        check_webhook_url(svc.settings, spec.webhook_url)
     allow = who.is_master or svc.settings.schedules.allow_code_sources_for_keys
     record = schedule_service.create_schedule(svc, spec, owner=who.owner,
                                               allow_code_sources=allow)
-    return public_schedule(record)
+    return schedule_object(record)
 
 
 def build_router() -> APIRouter:
     """The schedules routes, mounted at ``/v1/schedules``."""
     router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 
-    @router.post("")
+    @router.post("", dependencies=[Depends(storable_json)])
     async def create_schedule(spec: ScheduleSpec, request: Request,
                               who: Principal = Depends(scheduler)) -> Response:
         body = await run_in_threadpool(_create, services_of(request), who, spec)
@@ -49,7 +53,7 @@ def build_router() -> APIRouter:
     @router.get("")
     def list_schedules(request: Request, who: Principal = Depends(scheduler)) -> Response:
         records = schedule_service.list_schedules(services_of(request), owner=who.owner)
-        return json_response(list_object((public_schedule(r) for r in records),
+        return json_response(list_object((schedule_object(r) for r in records),
                                          has_more=False))
 
     @router.get("/{schedule_id}")
@@ -57,21 +61,21 @@ def build_router() -> APIRouter:
                      who: Principal = Depends(scheduler)) -> Response:
         record = schedule_service.get_schedule(services_of(request), schedule_id,
                                                owner=who.owner)
-        return json_response(public_schedule(record))
+        return json_response(schedule_object(record))
 
     @router.post("/{schedule_id}/pause")
     def pause_schedule(schedule_id: str, request: Request,
                        who: Principal = Depends(scheduler)) -> Response:
         record = schedule_service.pause_schedule(services_of(request), schedule_id,
                                                  owner=who.owner)
-        return json_response(public_schedule(record))
+        return json_response(schedule_object(record))
 
     @router.post("/{schedule_id}/resume")
     def resume_schedule(schedule_id: str, request: Request,
                         who: Principal = Depends(scheduler)) -> Response:
         record = schedule_service.resume_schedule(services_of(request), schedule_id,
                                                   owner=who.owner)
-        return json_response(public_schedule(record))
+        return json_response(schedule_object(record))
 
     @router.delete("/{schedule_id}")
     def delete_schedule(schedule_id: str, request: Request,
@@ -85,6 +89,6 @@ def build_router() -> APIRouter:
                   who: Principal = Depends(scheduler)) -> Response:
         runs = schedule_service.list_runs(services_of(request), schedule_id, owner=who.owner,
                                           limit=limit)
-        return json_response(list_object((public_run(r) for r in runs), has_more=False))
+        return json_response(list_object((schedule_run_object(r) for r in runs), has_more=False))
 
     return router

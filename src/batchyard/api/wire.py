@@ -14,6 +14,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.responses import Response
 
+from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
+
 BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
                    "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
 #: Azure's own docs write the endpoint without /v1; accepted on the /azure routes.
@@ -106,6 +108,31 @@ def batch_object(record: Any) -> dict[str, Any]:
                                   "completed": int(data.get("completed") or 0),
                                   "failed": int(data.get("failed") or 0)}
     return wire
+
+
+def schedule_object(record: ScheduleRecord) -> dict[str, Any]:
+    """A schedule as the API and CLI show it (the webhook secret only as a flag)."""
+    return {
+        "id": record.id, "object": "schedule", "name": record.name, "cron": record.cron,
+        "timezone": record.timezone, "source": record.source, "endpoint": record.endpoint,
+        "model": record.model, "completion_window": record.completion_window,
+        "metadata": record.metadata, "webhook_url": record.webhook_url,
+        "webhook_secret_set": record.webhook_secret is not None, "overlap": record.overlap,
+        "catch_up": record.catch_up, "enabled": record.enabled,
+        "next_fire_at": record.next_fire_at, "last_fire_at": record.last_fire_at,
+        "created_at": record.created_at, "owner": record.owner,
+    }
+
+
+def schedule_run_object(run: ScheduleRunRecord) -> dict[str, Any]:
+    """A schedule run as the API and CLI show it."""
+    return {
+        "id": run.id, "object": "schedule.run", "schedule_id": run.schedule_id,
+        "fire_time": run.fire_time, "status": run.status, "batch_id": run.batch_id,
+        "file_id": run.file_id, "reason": run.reason, "error": run.error,
+        "missed": run.missed, "batch_status": run.batch_status,
+        "created_at": run.created_at, "finished_at": run.finished_at,
+    }
 
 
 def list_object(items: Iterable[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:

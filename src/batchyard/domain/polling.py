@@ -1,14 +1,8 @@
-"""Backoff maths: when to poll a provider batch again, how long to wait before a retry.
-
-Pure functions of numbers (time comes in as an argument), so tests need no clock.
-"""
+"""When to poll a provider batch again (the backoff itself lives in :mod:`.backoff`)."""
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Callable, Mapping
-from email.utils import parsedate_to_datetime
+from batchyard.domain.backoff import grow_delay
 
 
 def next_poll_delay(previous: float | None, *, changed: bool, min_s: float, max_s: float,
@@ -19,65 +13,4 @@ def next_poll_delay(previous: float | None, *, changed: bool, min_s: float, max_
     ``max_s``; any progress (status or request counts moved) snaps back to ``min_s``,
     because a batch that just moved usually moves again soon.
     """
-    if previous is None or changed:
-        return min_s
-    return min(max(previous * factor, min_s), max_s)
-
-
-def retry_delay(attempt: int, *, initial: float, cap: float, jitter: float = 0.25,
-                rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 = the first retry).
-
-    Exponential (``initial * 2**(attempt-1)``, at most ``cap``), then shortened by a random
-    fraction of at most ``jitter`` so many workers failing together do not retry in step.
-    """
-    if attempt < 1:
-        raise ValueError("attempt counts from 1")
-    if not 0 <= jitter <= 1:
-        raise ValueError("jitter is a fraction between 0 and 1")
-    exponent = min(attempt - 1, 64)  # 2**64 * anything is past any sane cap already
-    base = min(cap, initial * 2.0 ** exponent)
-    return base * (1.0 - jitter * rand())
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, candidate in headers.items():  # plain dicts are case-sensitive; HTTP is not
-        if key.lower() == name:
-            return candidate
-    return None
-
-
-def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds the server asked us to wait, or ``None`` when it did not say (usably).
-
-    Looks at ``retry-after-ms`` (milliseconds, OpenAI's own), then ``retry-after``
-    (seconds, or an HTTP date, turned into seconds from ``now``, a Unix time). A date in
-    the past means 0. Callers decide how long is too long to wait.
-    """
-    millis = _header(headers, "retry-after-ms")
-    if millis is not None and (value := _seconds(millis.strip())) is not None:
-        return value / 1000.0
-    text = _header(headers, "retry-after")
-    if text is None:
-        return None
-    text = text.strip()
-    if (value := _seconds(text)) is not None:
-        return value
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None  # an HTTP date is always GMT; anything else is not one
-    return max(0.0, when.timestamp() - now)
+    return grow_delay(previous, reset=changed, initial=min_s, cap=max_s, factor=factor)

@@ -1,14 +1,13 @@
 """What a failed provider call means: which error it maps to, and when to try again.
 
 Pure functions of a response (status, headers, body) plus :class:`RetryClock`, the retry
-rules of reference §1.3: 408/409/429/5xx and lost connections are retried with exponential
+rules: 408/409/429/5xx and lost connections are retried with exponential
 backoff and jitter; ``retry-after-ms`` / ``retry-after`` win over backoff; ``x-should-retry``
 overrides the status; attempts and total time are bounded by :class:`HttpSettings`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 
 from batchyard.config import HttpSettings
+from batchyard.domain.backoff import parse_retry_after, retry_delay
 from batchyard.errors import (
     ProviderAuthError,
     ProviderError,
@@ -40,24 +40,8 @@ def request_id(response: httpx.Response) -> str | None:
 
 
 def retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(millis) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    """Seconds the provider asked us to wait (``retry-after-ms``, else ``retry-after``)."""
+    return parse_retry_after(headers, time.time() if now is None else now)
 
 
 def _should_retry_header(response: httpx.Response) -> bool | None:
@@ -120,8 +104,8 @@ class RetryClock:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based) without a Retry-After."""
-        base = min(self._settings.backoff_initial * 2 ** (attempt - 1), self._settings.backoff_max)
-        return base * (1.0 - 0.25 * self._rand())
+        return retry_delay(attempt, initial=self._settings.backoff_initial,
+                           cap=self._settings.backoff_max, jitter=0.25, rand=self._rand)
 
     def delay_after(self, error: ProviderError, retryable: bool) -> float | None:
         """Seconds to wait before the next attempt, or ``None`` to give up with ``error``."""

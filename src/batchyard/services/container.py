@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from batchyard.broker.nudge import celery_nudger
 from batchyard.config import Settings
 from batchyard.db.engine import make_engine, make_sessions, readonly_engine
 from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.routing import Deployment
 from batchyard.providers import ProviderConfig, build_provider
 from batchyard.providers.client import SyncProviderClient
-from batchyard.services.nudge import celery_nudger
 from batchyard.storage import FileStore, build_store
 
 #: ``nudge(task_name, object_id)``: ask the workers to look at an object soon. Only a hint;

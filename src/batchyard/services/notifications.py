@@ -10,28 +10,37 @@ exponential backoff until ``webhook_max_attempts``. Delivery is driven by the sc
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy.exc import IntegrityError
 
+from batchyard.config import Settings
 from batchyard.db import schedules as repo
+from batchyard.domain.backoff import retry_delay
 from batchyard.domain.schedule import TERMINAL_BATCH_STATUSES
 from batchyard.domain.schedule_records import WebhookDeliveryRecord
 from batchyard.domain.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
+    IPAddress,
+    WebhookAllowList,
     build_event,
     encode_event,
     event_id_for,
-    retry_delay,
+    literal_address,
+    refused_addresses,
     signature_header,
+    webhook_host,
 )
-from batchyard.errors import NotFoundError
+from batchyard.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +169,88 @@ def signed_headers(body: bytes, *, event_id: str, secret: str | None,
     return headers
 
 
-def post_event(client: httpx.Client, url: str, body: bytes, *, event_id: str,
-               secret: str | None) -> tuple[int | None, str | None]:
-    """POST once: (HTTP status or None, error text or None)."""
+def resolve_addresses(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (what the webhook would connect to)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+#: How webhook hosts are resolved (tests put a fake DNS here).
+Resolver = Callable[[str, int], list[IPAddress]]
+
+
+def allow_list(settings: Settings) -> WebhookAllowList:
+    """The operator's webhook allow-list."""
+    return WebhookAllowList.parse(settings.schedules.webhook_allow)
+
+
+def check_webhook_url(settings: Settings, url: str, *, param: str = "webhook_url",
+                      resolve: Resolver | None = None, must_resolve: bool = False
+                      ) -> list[IPAddress] | None:
+    """Refuse (400) a webhook URL aimed at internal addresses; returns the checked addresses.
+
+    None means "connect by name": the host is on the allow-list, or (unless ``must_resolve``)
+    it does not resolve now, which is checked again at send time.
+    """
     try:
-        response = client.post(url, content=body,
-                               headers=signed_headers(body, event_id=event_id, secret=secret))
+        host, port = webhook_host(url)
+    except ValueError as exc:
+        raise InvalidInputError(f"Invalid value for '{param}': {exc}.", param=param,
+                                code="invalid_webhook_url") from None
+    allow = allow_list(settings)
+    if allow.allows_host(host):
+        return None
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            addresses = (resolve or resolve_addresses)(host, port)
+        except (OSError, UnicodeError, ValueError):
+            if must_resolve:
+                raise InvalidInputError(f"Webhook host {host!r} does not resolve.", param=param,
+                                        code="invalid_webhook_url") from None
+            return None
+    if refused_addresses(host, addresses, allow):
+        raise InvalidInputError(
+            f"Invalid value for '{param}': webhooks may not be sent to internal addresses "
+            "(loopback, private, link-local, multicast, reserved); an operator can allow a "
+            "host or network with BATCHYARD_SCHEDULES__WEBHOOK_ALLOW.", param=param,
+            code="webhook_url_not_allowed")
+    return addresses
+
+
+def _pinned(url: str, address: IPAddress) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL rewritten to connect to ``address``, with the Host header and TLS name kept."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    host_header = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc)), {"host": host_header}, extensions
+
+
+def post_event(client: httpx.Client, url: str, body: bytes, *, event_id: str,
+               secret: str | None, settings: Settings,
+               resolve: Resolver | None = None) -> tuple[int | None, str | None]:
+    """POST once (redirects are not followed): (HTTP status or None, error text or None).
+
+    The host is resolved and checked here, and the POST connects to the checked address, so
+    a name that changed to an internal address since the URL was accepted is refused.
+    """
+    try:
+        addresses = check_webhook_url(settings, url, resolve=resolve, must_resolve=True)
+    except InvalidInputError as exc:
+        return None, exc.message[:500]
+    headers = signed_headers(body, event_id=event_id, secret=secret)
+    target, extensions = url, dict[str, Any]()
+    if addresses:
+        target, host_header, extensions = _pinned(url, addresses[0])
+        headers.update(host_header)
+    try:
+        response = client.post(target, content=body, headers=headers, extensions=extensions,
+                               follow_redirects=False)
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= response.status_code < 300:
@@ -184,7 +269,8 @@ def send_attempt(svc: Any, delivery_id: int, *, client: httpx.Client,
     if delivery is None:
         return None  # someone else took it, or it is not due
     code, error = post_event(client, delivery.url, delivery.payload.encode(),
-                             event_id=delivery.event_id, secret=_secret_for(svc, delivery))
+                             event_id=delivery.event_id, secret=_secret_for(svc, delivery),
+                             settings=svc.settings)
     _record_outcome(svc, delivery, code, error, now_ts)
     with svc.sessions() as session:
         return next(d for d in repo.list_deliveries(session, event_id=delivery.event_id)
@@ -200,7 +286,7 @@ def _record_outcome(svc: Any, delivery: WebhookDeliveryRecord, code: int | None,
                              now=now_ts, response_status=code, error=error)
         if retry:
             delay = retry_delay(delivery.attempt, initial=cfg.webhook_backoff_initial,
-                                maximum=cfg.webhook_backoff_max)
+                                cap=cfg.webhook_backoff_max)
             _queue_retry(session, delivery, due_at=now_ts + delay)
     extra = {"event_id": delivery.event_id, "attempt": delivery.attempt, "status": code}
     if error is None:
@@ -255,10 +341,10 @@ def sample_event(*, now: float | None = None) -> dict[str, Any]:
                        created_at=int(_now(now)))
 
 
-def send_test_event(url: str, *, secret: str | None,
+def send_test_event(url: str, *, secret: str | None, settings: Settings,
                     timeout: float = 10.0) -> tuple[int | None, str | None]:
     """POST a signed sample event once: (HTTP status or None, error or None)."""
     event = sample_event()
     with httpx.Client(timeout=timeout) as client:
         return post_event(client, url, encode_event(event), event_id=str(event["id"]),
-                          secret=secret)
+                          secret=secret, settings=settings)

@@ -177,31 +177,6 @@ def list_runs(svc: Any, schedule_id: str, *, owner: str | None,
         return repo.list_runs(session, schedule_id, limit=max(1, min(limit, 1000)))
 
 
-def public_schedule(record: ScheduleRecord) -> dict[str, Any]:
-    """The schedule as the API and CLI show it (the webhook secret only as a flag)."""
-    return {
-        "id": record.id, "object": "schedule", "name": record.name, "cron": record.cron,
-        "timezone": record.timezone, "source": record.source, "endpoint": record.endpoint,
-        "model": record.model, "completion_window": record.completion_window,
-        "metadata": record.metadata, "webhook_url": record.webhook_url,
-        "webhook_secret_set": record.webhook_secret is not None, "overlap": record.overlap,
-        "catch_up": record.catch_up, "enabled": record.enabled,
-        "next_fire_at": record.next_fire_at, "last_fire_at": record.last_fire_at,
-        "created_at": record.created_at, "owner": record.owner,
-    }
-
-
-def public_run(run: ScheduleRunRecord) -> dict[str, Any]:
-    """A run as the API and CLI show it."""
-    return {
-        "id": run.id, "object": "schedule.run", "schedule_id": run.schedule_id,
-        "fire_time": run.fire_time, "status": run.status, "batch_id": run.batch_id,
-        "file_id": run.file_id, "reason": run.reason, "error": run.error,
-        "missed": run.missed, "batch_status": run.batch_status,
-        "created_at": run.created_at, "finished_at": run.finished_at,
-    }
-
-
 @dataclass
 class TickReport:
     """What one scheduler tick did."""

@@ -1,4 +1,4 @@
-"""The Celery app, built from Settings: queues, routes, late acks, beat schedule.
+"""The Celery app, built from Settings and the task table in :mod:`batchyard.broker.tasks`.
 
 Tasks are thin: each builds nothing itself, it calls the pipeline step for one id on the
 process-wide :class:`~batchyard.services.container.Services` created at worker start-up.
@@ -11,22 +11,24 @@ sweep's job; the database stays the truth.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
 
+from batchyard.broker.connection import configure_broker
+from batchyard.broker.tasks import (
+    TASKS,
+    TaskSpec,
+    all_queues,
+    beat_schedule,
+    task_queue,
+    task_routes,
+)
 from batchyard.config import Settings
 from batchyard.services.container import Services, build_services
-from batchyard.services.nudge import (
-    TASK_QUEUES,
-    all_queues,
-    configure_broker,
-    task_name,
-    task_queue,
-)
 from batchyard.services.pipeline import run_task, run_tick
-from batchyard.worker.schedule_tasks import register_schedule_tasks
+from batchyard.worker.schedule_tasks import BEAT_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +48,11 @@ def create_celery(settings: Settings, services: Services | None = None) -> Celer
         return holder["svc"]
 
     app.batchyard_services = svc
-    _register(app, svc)
-    register_schedule_tasks(app, svc, settings)  # issue 5: schedule tick + webhook beat tasks
+    register_tasks(app, svc)
     return app
 
 
 def _conf(settings: Settings) -> dict[str, Any]:
-    tick = max(0.05, settings.pipeline.tick_seconds)
     return {
         "task_acks_late": True,
         "task_acks_on_failure_or_timeout": False,
@@ -60,40 +60,38 @@ def _conf(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_ignore_result": True,
         "task_default_queue": task_queue(settings, "tick"),
-        "task_routes": {task_name(short): {"queue": task_queue(settings, short)}
-                        for short in TASK_QUEUES},
+        "task_routes": task_routes(settings),
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
-        "beat_max_loop_interval": tick,
-        "beat_schedule": {
-            "batchyard-tick": {
-                "task": task_name("tick"),
-                "schedule": timedelta(seconds=tick),
-                # A tick nobody ran in time is worthless: the next one does the same work.
-                "options": {"expires": max(1.0, tick * 2),
-                            "queue": task_queue(settings, "tick")},
-            },
-        },
+        "beat_max_loop_interval": max(0.05, settings.pipeline.tick_seconds),
+        "beat_schedule": beat_schedule(settings),
         "beat_schedule_filename": str(settings.data_dir / f"beat-{settings.pipeline.queue}"),
     }
 
 
-def _register(app: Celery, svc: Any) -> None:
-    for short in TASK_QUEUES:
-        if short == "tick":
-            continue
-        _step_task(app, svc, short)
+def register_tasks(app: Celery, svc: Callable[[], Any]) -> None:
+    """Register every task of the table on ``app`` (``svc`` returns the worker's Services)."""
+    for spec in TASKS:
+        if spec.every is None:
+            _register_step(app, svc, spec)
+        else:
+            _register_beat(app, svc, spec,
+                           run_tick if spec.short == "tick" else BEAT_TASKS[spec.name])
 
-    @app.task(name=task_name("tick"), bind=True, acks_late=False)
-    def tick(self: Task) -> int:  # ticks are fire-and-forget; losing one loses nothing
-        return run_tick(svc())
 
-
-def _step_task(app: Celery, svc: Any, short: str) -> None:
+def _register_step(app: Celery, svc: Callable[[], Any], spec: TaskSpec) -> None:
     def step(self: Task, object_id: str) -> None:
-        run_task(svc(), short, object_id)
+        run_task(svc(), spec.short, object_id)
 
-    app.task(name=task_name(short), bind=True)(step)
+    app.task(name=spec.name, bind=True, acks_late=spec.acks_late, shared=False)(step)
+
+
+def _register_beat(app: Celery, svc: Callable[[], Any], spec: TaskSpec,
+                   body: Callable[[Any], int]) -> None:
+    def beat(self: Task) -> int:
+        return body(svc())
+
+    app.task(name=spec.name, bind=True, acks_late=spec.acks_late, shared=False)(beat)
 
 
 def worker_queues(settings: Settings) -> list[str]:

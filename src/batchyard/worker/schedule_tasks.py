@@ -1,29 +1,27 @@
 """Beat-driven tasks for schedules and webhooks; the logic lives in the services.
 
-Two tasks, both on the tick queue and both harmless to run twice or concurrently:
+Both run on the tick queue and are harmless to run twice or concurrently:
 ``batchyard.schedules.tick`` fires due schedules (exactly once per slot, by the run table's
 unique key) and notes ended batches; ``batchyard.webhooks.deliver`` sends due webhook
-attempts (claimed one by one, retries queued as new attempts). They are separate so a slow
-webhook receiver never delays a fire time.
+attempts (claimed one by one, retries queued as new attempts). Their names, queues and
+intervals are entries of :data:`batchyard.broker.tasks.TASKS`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
 
-from batchyard.config import Settings
+from batchyard.broker.tasks import task_name
 from batchyard.services import notifications, schedules
-from batchyard.services.nudge import task_queue
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_TICK = "batchyard.schedules.tick"
-WEBHOOK_DELIVER = "batchyard.webhooks.deliver"
+SCHEDULER_TICK = task_name("schedules.tick")
+WEBHOOK_DELIVER = task_name("webhooks.deliver")
 
 
 def scheduler_tick(svc: Any) -> int:
@@ -41,17 +39,16 @@ def deliver_webhooks(svc: Any) -> int:
     return len(notifications.deliver_due(svc))
 
 
-def register_schedule_tasks(app: Celery, svc: Callable[[], Any], settings: Settings) -> None:
-    """Add the schedule/webhook tasks and their beat entries to the pipeline's Celery app."""
-    queue = task_queue(settings, "tick")
-    every = timedelta(seconds=max(0.05, settings.schedules.tick_seconds))
-    # A tick nobody ran in time is worthless: the next one does the same work.
-    options = {"queue": queue, "expires": max(1.0, every.total_seconds() * 2)}
-    for name, func in ((SCHEDULER_TICK, scheduler_tick), (WEBHOOK_DELIVER, deliver_webhooks)):
+#: Task name -> body, for the beat-driven tasks of this module.
+BEAT_TASKS: dict[str, Callable[[Any], int]] = {
+    SCHEDULER_TICK: scheduler_tick, WEBHOOK_DELIVER: deliver_webhooks,
+}
+
+
+def register_schedule_tasks(app: Celery, svc: Callable[[], Any]) -> None:
+    """Register only the schedule/webhook tasks on ``app`` (tests drive them alone)."""
+    for name, func in BEAT_TASKS.items():
         _task(app, svc, name, func)
-        app.conf.task_routes = {**(app.conf.task_routes or {}), name: {"queue": queue}}
-        app.conf.beat_schedule = {**(app.conf.beat_schedule or {}),
-                                  name: {"task": name, "schedule": every, "options": options}}
 
 
 def _task(app: Celery, svc: Callable[[], Any], name: str, func: Callable[[Any], int]) -> None:

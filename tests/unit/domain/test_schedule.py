@@ -174,7 +174,3 @@ def test_event_shape_and_stable_id() -> None:
         wh.build_event(batch_id="b", status="in_progress", request_counts={}, usage=None,
                        created_at=0)
 
-
-def test_retry_delay_grows_then_caps() -> None:
-    delays = [wh.retry_delay(n, initial=1.0, maximum=10.0) for n in range(1, 7)]
-    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]

@@ -1,4 +1,4 @@
-"""Retry and error mapping rules (reference §1.3), through httpx.MockTransport handlers."""
+"""Retry and error mapping rules, through httpx.MockTransport handlers."""
 
 from __future__ import annotations
 
