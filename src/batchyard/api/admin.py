@@ -44,11 +44,15 @@ def build_admin_router() -> APIRouter:
 
 
 def build_health_router() -> APIRouter:
-    """``/health`` (no auth), ``/health/readiness`` (no auth), ``/health/deployments`` (master)."""
+    """``/health`` (no auth), ``/health/readiness`` (no auth), ``/health/deployments`` (master).
+
+    Liveness also answers at ``/health/liveliness``, the path LiteLLM's deployments probe.
+    """
     router = APIRouter(prefix="/health")
 
     @router.get("")
     @router.get("/liveness")
+    @router.get("/liveliness")
     async def liveness() -> Response:
         return json_response(health.liveness())
 

@@ -1,7 +1,9 @@
 """The FastAPI app: OpenAI-compatible Files and Batches routes, admin keys and health.
 
-The same routes answer under ``/v1``, without a prefix, and under ``/openai[/v1]`` and
-``/azure[/v1]`` (which force that provider for batches created through them).
+The same routes answer under ``/v1``, without a prefix, under ``/openai[/v1]`` and under
+``/azure[/v1]`` and Azure's own wire paths ``/azure/openai[/v1]`` (what the ``AzureOpenAI``
+client sends with ``azure_endpoint=<server>/azure``); the provider prefixes force that
+provider for batches created through them.
 
 Security default: with no master key configured, the API only serves loopback clients (as the
 master) and refuses to be created for a non-loopback bind address.
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 ROUTE_PREFIXES: tuple[tuple[str, str | None], ...] = (
     ("/v1", None), ("", None), ("/openai/v1", "openai"), ("/openai", "openai"),
     ("/azure/v1", "azure"), ("/azure", "azure"),
+    ("/azure/openai/v1", "azure"), ("/azure/openai", "azure"),
 )
 
 

@@ -65,6 +65,12 @@ def test_liveness_needs_no_key(api: Api) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health/liveness", "/health/liveliness"])
+def test_litellm_liveness_paths_answer_too(api: Api, path: str) -> None:
+    response = api.client.get(path)
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
 def test_readiness_reports_database_and_broker(api: Api) -> None:
     response = api.client.get("/health/readiness")
     assert response.status_code == 200
