@@ -14,6 +14,9 @@
           id: east-1                           # optional stable id (default: derived hash)
           enqueued_token_quota: 5000000        # optional; alias max_enqueued_tokens
           weight: 2                            # optional, for the weighted strategy
+          input_cost_per_token_batches: 0.000000075   # optional batch prices (USD/token);
+          output_cost_per_token_batches: 0.0000003    # or input_cost_per_token / output_...
+                                               # (halved for batch); they beat the table
     litellm_settings:
       enable_loadbalancing_on_batch_endpoints: true   # accepted (balancing is always on)
     batchyard_settings:
@@ -38,6 +41,7 @@ import yaml
 from pydantic import SecretStr
 
 from batchyard.config import Settings, env_value
+from batchyard.domain.pricing import PriceOverride, parse_price_override
 from batchyard.domain.routing import Deployment, ProviderKind, normalize_strategy
 from batchyard.errors import ConfigError
 
@@ -201,7 +205,14 @@ class _EntryParser:
             provider=provider, model=model, api_key=api_key, api_base=api_base,
             api_version=api_version, enqueued_token_quota=self._quota(info),
             weight=self._weight(params, info), mode=str(info.get("mode") or "batch"),
+            prices=self._prices(params, info),
         )
+
+    def _prices(self, params: Mapping[str, Any], info: Mapping[str, Any]) -> PriceOverride | None:
+        try:
+            return parse_price_override(info, params)
+        except ValueError as exc:
+            self.fail(str(exc))
 
     def _provider_model(self, params: Mapping[str, Any]) -> tuple[ProviderKind, str]:
         spec = str(self.resolve(params.get("model"), "litellm_params.model") or "")

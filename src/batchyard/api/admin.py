@@ -11,7 +11,7 @@ from starlette.responses import Response
 from batchyard.api.deps import master, services_of
 from batchyard.api.inputs import load_json_object
 from batchyard.api.wire import CreateKeyBody, json_response
-from batchyard.services import health, keys
+from batchyard.services import costs, health, keys
 from batchyard.services.keys import Principal
 
 
@@ -33,7 +33,8 @@ def build_admin_router() -> APIRouter:
 
     @router.get("/keys")
     def list_keys(request: Request, who: Principal = Depends(master)) -> Response:
-        data = [k.to_dict() for k in keys.list_keys(services_of(request))]
+        svc = services_of(request)
+        data = costs.with_spend(svc, [k.to_dict() for k in keys.list_keys(svc)])
         return json_response({"object": "list", "data": data})
 
     @router.delete("/keys/{key_id}")

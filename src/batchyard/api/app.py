@@ -21,7 +21,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from batchyard.api import admin, batches, files, schedules
+from batchyard.api import admin, batches, costs, files, schedules
 from batchyard.api.errors import install_error_handlers
 from batchyard.api.fastpath import BatchFastPath
 from batchyard.api.middleware import InputGuard, RequestIdMiddleware
@@ -107,6 +107,7 @@ def create_app(settings: Settings, services: Any | None = None, *,
                            include_in_schema=documented)
     app.include_router(schedules.build_router())
     app.include_router(admin.build_admin_router())
+    app.include_router(costs.build_costs_router())
     app.include_router(admin.build_health_router())
     return app
 

@@ -23,7 +23,7 @@ from batchyard.api.wire import (
 )
 from batchyard.errors import InvalidInputError
 from batchyard.services import batches as batch_service
-from batchyard.services import keys
+from batchyard.services import costs, keys
 from batchyard.services.keys import Principal
 from batchyard.services.notifications import check_webhook_url
 
@@ -52,10 +52,13 @@ def create_in_service(svc: Any, who: Principal, body: CreateBatchBody,
     if webhook_url.startswith(("http://", "https://")):  # anything else is never called
         check_webhook_url(svc.settings, webhook_url, param="metadata.webhook_url")
     keys.ensure_batch_capacity(svc, who)
+    estimate = costs.check_key_budget(svc, who.owner, input_file_id=body.input_file_id,
+                                      endpoint=body.endpoint, model=body.model,
+                                      provider=provider)
     record = batch_service.create_batch(
         svc, owner=who.owner, input_file_id=body.input_file_id, endpoint=body.endpoint,
         completion_window=body.completion_window, metadata=body.metadata, model=body.model,
-        provider=provider)
+        provider=provider, estimate_pico=estimate)
     logger.info("api.batch_created", extra={"batch_id": getattr(record, "id", None)})
     return record
 

@@ -28,7 +28,8 @@ _FILE_FIELDS = ("id", "bytes", "created_at", "expires_at", "filename", "purpose"
 _BATCH_FIELDS = ("id", "endpoint", "model", "errors", "input_file_id", "completion_window",
                  "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
                  "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-                 "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata")
+                 "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata",
+                 "cost")
 
 
 class CreateBatchBody(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from batchyard.db.models import BatchRow, FileRow
+from batchyard.domain.pricing import from_pico
 from batchyard.domain.records import (
+    BatchCost,
     BatchError,
     BatchErrors,
     BatchRecord,
@@ -49,6 +51,14 @@ def _usage(row: BatchRow) -> BatchUsage | None:
                       total_tokens=row.input_tokens + row.output_tokens)
 
 
+def _cost(row: BatchRow) -> BatchCost:
+    estimate = row.estimate_pico
+    return BatchCost(currency=row.cost_currency or "USD", actual=f"{from_pico(row.cost_pico):f}",
+                     estimate=None if estimate is None else f"{from_pico(estimate):f}",
+                     priced_requests=row.priced_requests or 0,
+                     unpriced_requests=row.unpriced_requests or 0)
+
+
 def batch_record(row: BatchRow) -> BatchRecord:
     """The record of a batch row (usage only once tokens were counted)."""
     return BatchRecord(
@@ -62,4 +72,5 @@ def batch_record(row: BatchRow) -> BatchRecord:
         cancelling_at=row.cancelling_at, cancelled_at=row.cancelled_at,
         request_counts=RequestCounts(total=row.total or 0, completed=row.completed or 0,
                                      failed=row.failed or 0),
-        usage=_usage(row), metadata=row.metadata_, owner_key_id=row.owner_key_id)
+        usage=_usage(row), metadata=row.metadata_, owner_key_id=row.owner_key_id,
+        cost=_cost(row))

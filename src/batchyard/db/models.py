@@ -54,6 +54,9 @@ class ApiKeyRow(Base):
     max_file_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_batches_in_flight: Mapped[int | None] = mapped_column(Integer, nullable=True)
     can_schedule: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Spending limit in pico-dollars (10^-12 USD); ``budget_period``: total | monthly.
+    max_budget_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    budget_period: Mapped[str | None] = mapped_column(String(10), nullable=True)
 
 
 class FileRow(Base):
@@ -131,6 +134,13 @@ class BatchRow(Base):
     #: When the pipeline should next act on the batch; a task claims it by pushing this
     #: forward (a lease), the sweep re-nudges batches whose time has come.
     due_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    #: Money in pico-dollars (10^-12 USD, integers sum exactly everywhere): the sum of the
+    #: priced result rows so far, and the estimate recorded when the input was split.
+    cost_pico: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimate_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    priced_requests: Mapped[int] = mapped_column(Integer, default=0)
+    unpriced_requests: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class PartRow(Base):
@@ -169,6 +179,8 @@ class PartRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    #: Estimated cost of the part's requests in pico-dollars (null: unpriced model).
+    estimate_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RequestRow(Base):
@@ -221,6 +233,15 @@ class ResultRow(Base):
     #: finalize sums it for the file's ``bytes`` instead of rendering every row again.
     rendered_bytes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    #: The model that answered (from the response) and cached input tokens (of input_tokens).
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    #: The request's cost in pico-dollars (10^-12 USD), or null with ``unpriced_reason``;
+    #: ``price_source`` is ``genai-prices <version>`` or ``config:<deployment id>``.
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    price_source: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    unpriced_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class EventRow(Base):

@@ -14,7 +14,9 @@ from batchyard.db.models import ResultRow
 
 _UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
               "response_body", "error_code", "error_message", "input_tokens",
-              "output_tokens", "total_tokens", "rendered_bytes", "created_at")
+              "output_tokens", "total_tokens", "rendered_bytes", "created_at",
+              "model", "cached_tokens", "cost_pico", "cost_currency", "price_source",
+              "unpriced_reason")
 
 
 def _upsert(dialect: str) -> Insert:
@@ -67,7 +69,9 @@ def _copy_upsert(connection: Connection, rows: Sequence[dict[str, Any]]) -> None
 RESULT_COLUMNS = (ResultRow.batch_id, ResultRow.custom_id, ResultRow.line_no, ResultRow.ok,
                   ResultRow.status_code, ResultRow.provider_request_id, ResultRow.response_body,
                   ResultRow.error_code, ResultRow.error_message, ResultRow.input_tokens,
-                  ResultRow.output_tokens, ResultRow.attempt)
+                  ResultRow.output_tokens, ResultRow.attempt, ResultRow.cached_tokens,
+                  ResultRow.model, ResultRow.cost_pico, ResultRow.cost_currency,
+                  ResultRow.price_source, ResultRow.unpriced_reason)
 
 
 def iter_batch_results(session: Session, batch_id: str, *, ok: bool | None = None,

@@ -48,6 +48,9 @@ class OutputLine:
     total_tokens: int
     retryable: bool
     line_no: int = 0
+    #: Cached input tokens (part of ``input_tokens``) and the model that answered.
+    cached_tokens: int = 0
+    model: str | None = None
 
 
 def is_retryable(status_code: int | None, error_code: str | None, *,
@@ -65,14 +68,16 @@ def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
 
-def _usage(body: Any) -> tuple[int, int, int]:
+def _usage(body: Any) -> tuple[int, int, int, int]:
     usage = body.get("usage") if type(body) is dict else None
     if type(usage) is not dict:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     inp = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     out = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     total = _int(usage.get("total_tokens")) or inp + out
-    return inp, out, total
+    details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
+    cached = _int(details.get("cached_tokens")) if type(details) is dict else 0
+    return inp, out, total, cached
 
 
 def _body_error(body: Any) -> tuple[str | None, str | None]:
@@ -123,11 +128,13 @@ def _from_response(line_no: int, custom_id: str, response: dict[str, Any],
     body = response.get("body")
     ok = 200 <= status < 300
     code, message = (None, None) if ok else _body_error(body)
-    inp, out, total = _usage(body)
+    inp, out, total, cached = _usage(body)
+    model = body.get("model") if type(body) is dict else None
     return OutputLine(custom_id, ok, status, str(request_id) if request_id else None,
                       orjson.dumps(body) if body is not None else None, code, message,
                       inp, out, total,
-                      is_retryable(status, code, retry_cancelled=retry_cancelled), line_no)
+                      is_retryable(status, code, retry_cancelled=retry_cancelled), line_no,
+                      cached, model if type(model) is str else None)
 
 
 def iter_output_lines(chunks: Iterable[bytes], *,

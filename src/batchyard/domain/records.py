@@ -82,6 +82,20 @@ class BatchUsage(_Record):
     total_tokens: int = 0
 
 
+class BatchCost(_Record):
+    """Ours (the Batch object's ``cost``): spend so far and the estimate, exact decimals.
+
+    Amounts are decimal strings (``"0.000412"``) so no JSON float rounds them;
+    ``priced_requests`` / ``unpriced_requests`` count answers with and without a known price.
+    """
+
+    currency: str = "USD"
+    actual: str = "0"
+    estimate: str | None = None
+    priced_requests: int = 0
+    unpriced_requests: int = 0
+
+
 class BatchRecord(_Record):
     """The public batch: every field of OpenAI's Batch object, plus its owner."""
 
@@ -107,6 +121,7 @@ class BatchRecord(_Record):
     usage: BatchUsage | None = None
     metadata: dict[str, str] | None = None
     owner_key_id: str | None = None
+    cost: BatchCost = Field(default_factory=BatchCost)
 
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
+from batchyard.domain.pricing import PriceOverride
 from batchyard.errors import ConfigError
 
 ProviderKind = Literal["openai", "azure"]
@@ -48,6 +49,8 @@ class Deployment:
     enqueued_token_quota: int | None = None
     weight: float = 1.0
     mode: str = "batch"
+    #: Batch prices from ``config.yaml`` (they win over the price table).
+    prices: PriceOverride | None = None
 
     @property
     def rewrites_model(self) -> bool:

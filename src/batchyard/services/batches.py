@@ -43,8 +43,13 @@ _CANCELLABLE = ("validating", "in_progress", "finalizing")
 
 def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoint: str,
                  completion_window: str = "24h", metadata: dict[str, Any] | None = None,
-                 model: str | None = None, provider: str | None = None) -> BatchRecord:
-    """Record a new batch over an uploaded input file and nudge the workers."""
+                 model: str | None = None, provider: str | None = None,
+                 estimate_pico: int | None = None) -> BatchRecord:
+    """Record a new batch over an uploaded input file and nudge the workers.
+
+    ``estimate_pico`` is the cost estimate when it was made at create (keys with a budget);
+    otherwise the workers record one when they split the input.
+    """
     now, batch_id = time.time(), new_batch_id()
     # Keyed by column name ("metadata" is the column of the ORM's metadata_).
     values: dict[str, Any] = {
@@ -54,7 +59,8 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
         "created_at": int(now), "expires_at": int(now) + EXPIRY_SECONDS, "total": 0,
         "completed": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
         "cached_tokens": 0, "reasoning_tokens": 0, "stage": STAGE_ACCEPTED,
-        "cancel_requested": False, "updated_at": now, "due_at": now}
+        "cancel_requested": False, "updated_at": now, "due_at": now,
+        "estimate_pico": estimate_pico, "cost_pico": 0}
     # Core statements in one transaction (the API's hottest write: the ORM unit of work
     # cost more CPU than the database did); committed before the nudge, as before. The
     # batch row is inserted only if the input file qualifies; when it does not, the file

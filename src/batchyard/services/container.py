@@ -21,6 +21,7 @@ from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.routing import Deployment
 from batchyard.providers import ProviderConfig, build_provider
 from batchyard.providers.client import SyncProviderClient
+from batchyard.services.prices import PriceBook
 from batchyard.storage import FileStore, build_store
 
 #: ``nudge(task_name, object_id)``: ask the workers to look at an object soon. Only a hint;
@@ -80,6 +81,11 @@ class Services:
     deployments: DeploymentRegistry
     nudge: Nudge
     providers: ProviderPool = field(repr=False)
+    #: Batch prices (config overrides, then the bundled table), cached per model and day.
+    prices: PriceBook = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.prices = PriceBook(self.deployments)
 
     def close(self) -> None:
         """Release connections and HTTP clients."""

@@ -18,6 +18,7 @@ from typing import IO, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from batchyard.db.costs import refresh_batch_totals
 from batchyard.db.models import BatchRow, PartRow, RequestRow
 from batchyard.db.results import upsert_results
 from batchyard.db.transitions import claim_part, transition_part
@@ -25,6 +26,7 @@ from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_
 from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
 from batchyard.services.container import Services
+from batchyard.services.costs import RowPricer
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
 from batchyard.services.state import request_finalize_if_done
@@ -59,6 +61,9 @@ def ingest_part(svc: Services, part_id: str) -> int:
         _fail_validation(svc, part)
         return 0
     written = _ingest_files(svc, part, batch)
+    # Recomputed from the rows (not incremented): a second ingest cannot count twice.
+    with svc.sessions.begin() as session:
+        refresh_batch_totals(session, part.batch_id)
     _finish(svc, part, settle_part(svc, part_id))
     return written
 
@@ -117,6 +122,7 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
     """
     cfg = svc.settings.pipeline
     written = 0
+    pricer = RowPricer(svc, part, batch)
     pending: list[OutputLine] = []
     index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
@@ -126,10 +132,10 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
         pending_bytes += len(line.body) if line.body is not None else 0
         # Flush by rows or by bytes, so 20 KB answers do not make a batch 40x bigger.
         if len(pending) >= cfg.ingest_batch_rows or pending_bytes >= FLUSH_BYTES:
-            written += _flush(svc, part, batch, pending, index)
+            written += _flush(svc, part, batch, pending, index, pricer)
             pending_bytes = 0
             crash_point(svc.settings, "mid_ingest")
-    return written + _flush(svc, part, batch, pending, index)
+    return written + _flush(svc, part, batch, pending, index, pricer)
 
 
 def _part_index(svc: Services, part: PartRow) -> dict[str, tuple[int, int]]:
@@ -157,7 +163,7 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tuple[int, int]],
-         max_attempts: int) -> dict[str, Any] | None:
+         max_attempts: int, pricer: RowPricer) -> dict[str, Any] | None:
     found = index.get(line.custom_id)
     if found is None:
         return None  # not one of this part's requests (never trust provider output blindly)
@@ -172,6 +178,7 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
         "error_code": line.error_code, "error_message": line.error_message,
         "input_tokens": line.input_tokens, "output_tokens": line.output_tokens,
         "total_tokens": line.total_tokens, "created_at": int(time.time()),
+        "cached_tokens": line.cached_tokens, **pricer.columns(line),
         "rendered_bytes": len(render_result_line(
             batch_id=batch.id, custom_id=line.custom_id, status_code=line.status_code,
             request_id=line.request_id, body=line.body, error_code=line.error_code,
@@ -180,7 +187,7 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
 
 
 def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine],
-           part_index: dict[str, tuple[int, int]] | None) -> int:
+           part_index: dict[str, tuple[int, int]] | None, pricer: RowPricer) -> int:
     if not lines:
         return 0
     max_attempts = svc.settings.pipeline.max_request_attempts
@@ -188,7 +195,7 @@ def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine
         index = (part_index if part_index is not None
                  else _lookup(session, part, [line.custom_id for line in lines]))
         rows = [row for line in lines
-                if (row := _row(batch, part, line, index, max_attempts)) is not None]
+                if (row := _row(batch, part, line, index, max_attempts, pricer)) is not None]
         upsert_results(session, rows)
         # Still working: keep the lease so the sweep does not hand the part to another worker.
         session.execute(update(PartRow).where(PartRow.id == part.id).values(

@@ -23,8 +23,10 @@ from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
 from batchyard.domain.lifecycle import BatchStatus, PartStatus
+from batchyard.domain.pricing import default_output_tokens
 from batchyard.errors import JsonlError
 from batchyard.services.container import Services
+from batchyard.services.costs import TokenTally, record_estimates
 from batchyard.services.ids import new_part_id
 from batchyard.services.state import PARKED, STAGE_ACCEPTED, STAGE_DONE, STAGE_RUNNING
 
@@ -77,10 +79,13 @@ def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -
                              max_bytes=cfg.part_max_bytes, line_overhead=rewrite_margin(svc))
     now = time.time()
     with svc.sessions.begin() as session:
-        writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows))
+        writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows),
+                             batch.endpoint)
         for index, block in parts:
             writer.write(index, block)
         writer.close()
+        record_estimates(svc, session, batch, writer.part_tokens,
+                         model=batch.model or writer.model)
         moved = transition_batch(session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
                                  reason=f"split into {len(writer.part_ids)} parts",
                                  total=writer.total, model=batch.model or writer.model,
@@ -100,10 +105,15 @@ def rewrite_margin(svc: Services) -> int:
 class _PartWriter:
     """Writes request rows ``chunk_rows`` at a time; a part's row is added once it is whole."""
 
-    def __init__(self, session: Session, batch_id: str, now: float, chunk_rows: int) -> None:
+    def __init__(self, session: Session, batch_id: str, now: float, chunk_rows: int,
+                 endpoint: str | None = None) -> None:
         self.session, self.batch_id, self.now = session, batch_id, now
         self.chunk_rows = chunk_rows
         self.part_ids: list[str] = []
+        #: Estimated tokens of each part, for its cost estimate.
+        self.part_tokens: dict[str, TokenTally] = {}
+        self._tally = TokenTally()
+        self._default_out = default_output_tokens(endpoint)
         self.total = 0
         self.model: str | None = None
         self._index = -1
@@ -126,6 +136,7 @@ class _PartWriter:
         self._count += len(block.sizes)
         self._bytes += sum(block.sizes) + len(block.sizes)
         self._tokens += sum(block.est_tokens)
+        self._tally.add(block.raws, block.est_tokens, self._default_out)
         if len(self._rows) >= self.chunk_rows:
             self._flush()
 
@@ -148,6 +159,8 @@ class _PartWriter:
                                   from_status=None, to_status=PartStatus.PENDING, at=self.now,
                                   reason=f"{count} requests"))
         self.session.flush()
+        self.part_tokens[part_id] = self._tally
+        self._tally = TokenTally()
         self.total += count
         self._count = self._bytes = self._tokens = 0
 

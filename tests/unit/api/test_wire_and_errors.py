@@ -32,7 +32,7 @@ def test_batch_object_has_every_openai_key() -> None:
         "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window",
         "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
         "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-        "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata"}
+        "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata", "cost"}
     assert wire["object"] == "batch" and wire["request_counts"]["completed"] == 1
     assert wire["output_file_id"] is None
 

@@ -33,8 +33,8 @@ def batch(**overrides: object) -> BatchRecord:
     return BatchRecord.model_validate(fields)
 
 
-def test_batch_record_has_every_openai_field_and_the_owner() -> None:
-    assert set(BatchRecord.model_fields) == OPENAI_BATCH_FIELDS | {"owner_key_id"}
+def test_batch_record_has_every_openai_field_the_owner_and_cost() -> None:
+    assert set(BatchRecord.model_fields) == OPENAI_BATCH_FIELDS | {"owner_key_id", "cost"}
 
 
 def test_batch_record_defaults_and_status_enum() -> None:

@@ -1,0 +1,270 @@
+"""Cost: pricing result rows at ingest, estimates before submit, budgets, reports.
+
+Everything that prices runs in the workers (ingest, prepare) or the CLI; the API only
+reads stored sums, except one estimate at create for a key that has a budget (the refusal
+has to come before the batch exists).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from batchyard.db import costs as cost_db
+from batchyard.db.models import BatchRow, FileRow, PartRow
+from batchyard.domain.jsonl import OutputLine, iter_request_blocks
+from batchyard.domain.lifecycle import OPEN_BATCH_STATUSES
+from batchyard.domain.pricing import (
+    Estimate,
+    PriceLookup,
+    Unpriced,
+    budget_refusal,
+    default_output_tokens,
+    estimate_cost,
+    from_pico,
+    line_output_limit,
+    request_cost_pico,
+    to_pico,
+)
+from batchyard.errors import InvalidInputError, NotFoundError
+from batchyard.services.container import Services
+
+BUDGET_PERIODS = ("total", "monthly")
+
+
+class RowPricer:
+    """Prices the result rows of one part as they are ingested (lookups cached per model)."""
+
+    def __init__(self, svc: Services, part: PartRow, batch: BatchRow) -> None:
+        self._book = svc.prices
+        self._deployment = part.deployment
+        self._fallback = batch.model
+        self._at = float(batch.created_at)
+        self._cache: dict[str | None, PriceLookup] = {}
+
+    def lookup(self, model: str | None) -> PriceLookup:
+        """The price of answers from ``model`` (the response's model, else the batch's)."""
+        found = self._cache.get(model)
+        if found is None:
+            found = self._book.lookup(deployment_id=self._deployment,
+                                      model=model or self._fallback, at=self._at)
+            self._cache[model] = found
+        return found
+
+    def columns(self, line: OutputLine) -> dict[str, Any]:
+        """The cost columns of a result row for ``line``."""
+        if not line.ok and not (line.input_tokens or line.output_tokens):
+            # An error without usage is not billed: neither priced nor unpriced.
+            return {"model": line.model, "cost_pico": None, "cost_currency": None,
+                    "price_source": None, "unpriced_reason": None}
+        price = self.lookup(line.model)
+        if isinstance(price, Unpriced):
+            return {"model": line.model, "cost_pico": None, "cost_currency": None,
+                    "price_source": None, "unpriced_reason": price.reason}
+        return {"model": line.model,
+                "cost_pico": request_cost_pico(price, line.input_tokens, line.output_tokens,
+                                               line.cached_tokens),
+                "cost_currency": price.currency, "price_source": price.source,
+                "unpriced_reason": None}
+
+
+# -- estimates -----------------------------------------------------------------------------
+
+def price_for_group(svc: Services, model: str | None, provider: str | None,
+                    at: float | None = None) -> PriceLookup:
+    """The price a batch of ``model`` is expected to pay (its first deployment's)."""
+    deps = svc.deployments.for_model(model, provider)
+    dep_id = deps[0].id if deps else None
+    return svc.prices.lookup(deployment_id=dep_id, model=model, provider=provider, at=at)
+
+
+@dataclass
+class TokenTally:
+    """Estimated tokens of a run of requests."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, raws: Iterable[bytes], est_tokens: Iterable[int], default_out: int) -> None:
+        """Count a block of request lines (input from the text, output from its limit)."""
+        raws = list(raws)
+        self.requests += len(raws)
+        self.input_tokens += sum(est_tokens)
+        self.output_tokens += sum(line_output_limit(raw, default_out) for raw in raws)
+
+
+def estimate_chunks(svc: Services, chunks: Iterable[bytes], *, endpoint: str | None = None,
+                    model: str | None = None, provider: str | None = None) -> Estimate:
+    """Validate a JSONL input and estimate its cost at batch rates (nothing is sent).
+
+    Input tokens: about four characters of request text per token; output tokens: each
+    request's ``max_completion_tokens`` / ``max_output_tokens`` / ``max_tokens``, else a
+    default (1,024; 0 for embeddings and moderations).
+    """
+    tally = TokenTally()
+    found_model, found_endpoint = model, endpoint
+    for block in iter_request_blocks(chunks, endpoint=endpoint):
+        found_model = found_model or block.models[0]
+        found_endpoint = found_endpoint or block.urls[0]
+        tally.add(block.raws, block.est_tokens, default_output_tokens(found_endpoint))
+    return estimate_cost(price_for_group(svc, found_model, provider),
+                         requests=tally.requests, input_tokens=tally.input_tokens,
+                         output_tokens=tally.output_tokens)
+
+
+def estimate_pico(estimate: Estimate) -> int | None:
+    """An estimate's cost in pico-dollars (None when unpriced)."""
+    return None if estimate.cost is None else to_pico(estimate.cost)
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+def period_start(period: str | None, now: float) -> int | None:
+    """Unix time the budget period began (None: the whole history counts)."""
+    if period != "monthly":
+        return None
+    day = dt.datetime.fromtimestamp(now, dt.UTC)
+    return calendar.timegm((day.year, day.month, 1, 0, 0, 0))
+
+
+def check_key_budget(svc: Services, key_id: str | None, *, input_file_id: str,
+                     endpoint: str, model: str | None, provider: str | None) -> int | None:
+    """Refuse a create that would take a key over its budget; returns the estimate.
+
+    Only keys with ``max_budget_usd`` pay for the estimate here (one read of the input
+    file); others return None and the workers record the estimate when they split it.
+    """
+    if key_id is None:
+        return None
+    with svc.sessions() as session:
+        budget, period = cost_db.key_budget(session, key_id)
+        if budget is None:
+            return None
+        file_row = session.get(FileRow, input_file_id)
+    if file_row is None or file_row.storage_key is None or file_row.deleted:
+        return None  # the create itself says the file is missing
+    estimate = estimate_chunks(svc, svc.store.read(file_row.storage_key),
+                               endpoint=endpoint, model=model, provider=provider)
+    if estimate.cost is None:
+        raise InvalidInputError(
+            f"This key has a budget, and the batch cannot be priced: "
+            f"{estimate.unpriced_reason}", param="input_file_id", code="budget_unpriced")
+    with svc.sessions() as session:
+        spend = cost_db.key_spend(session, key_id, since=period_start(period, time.time()),
+                                  open_statuses=OPEN_BATCH_STATUSES)
+    refusal = budget_refusal(budget=from_pico(budget), spent=from_pico(spend.spent_pico),
+                             in_flight=from_pico(spend.in_flight_estimate_pico),
+                             estimate=estimate.cost)
+    if refusal is not None:
+        raise InvalidInputError(refusal[0].upper() + refusal[1:] + ".",
+                                param="input_file_id", code="budget_exceeded")
+    return to_pico(estimate.cost)
+
+
+def parse_budget(max_budget_usd: Any, period: str | None) -> tuple[int | None, str | None]:
+    """A key's budget as stored (pico-dollars, period); ValueError for a bad one."""
+    if max_budget_usd is None:
+        return None, None
+    amount = Decimal(str(max_budget_usd))
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("max_budget_usd must be a non-negative number")
+    period = period or "total"
+    if period not in BUDGET_PERIODS:
+        raise ValueError(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")
+    return to_pico(amount), period
+
+
+@dataclass(frozen=True)
+class KeyBudgetView:
+    """A key's budget and spend, as the admin sees it."""
+
+    max_budget_usd: Decimal | None
+    budget_period: str | None
+    spent_usd: Decimal
+
+
+def key_budgets(svc: Services, key_ids: Iterable[str]) -> dict[str, KeyBudgetView]:
+    """Budget and spend (in the current period) of each key."""
+    now = time.time()
+    with svc.sessions() as session:
+        budgets = {key_id: cost_db.key_budget(session, key_id) for key_id in key_ids}
+        spent = cost_db.spend_by_key(session, since_by_key={
+            key_id: period_start(period, now) for key_id, (_, period) in budgets.items()})
+    return {key_id: KeyBudgetView(None if budget is None else from_pico(budget), period,
+                                  from_pico(spent.get(key_id, 0)))
+            for key_id, (budget, period) in budgets.items()}
+
+
+# -- reports -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CostLine:
+    """One group of a cost report (amounts exact)."""
+
+    group: str | None
+    requests: int
+    priced: int
+    unpriced: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: Decimal
+    currency: str = "USD"
+
+
+def cost_report(svc: Services, *, group_by: str, since: int | None = None,
+                until: int | None = None, owner: str | None = None,
+                batch_id: str | None = None) -> list[CostLine]:
+    """Spend grouped by batch, key, model, deployment, schedule or day (stored sums)."""
+    if group_by not in cost_db.GROUPS:
+        raise InvalidInputError(f"group_by must be one of {', '.join(cost_db.GROUPS)}",
+                                param="group_by", code="invalid_value")
+    with svc.sessions() as session:
+        rows = cost_db.cost_report(session, group_by=group_by, since=since, until=until,
+                                   owner=owner, batch_id=batch_id)
+    return [CostLine(r.group, r.requests, r.priced, r.unpriced, r.input_tokens,
+                     r.output_tokens, r.cached_tokens, from_pico(r.cost_pico)) for r in rows]
+
+
+def record_estimates(svc: Services, session: Any, batch: BatchRow,
+                     part_tokens: dict[str, TokenTally], *, model: str | None) -> None:
+    """Price each new part's estimated tokens and store the part and batch estimates."""
+    price = price_for_group(svc, model, batch.provider, at=batch.created_at)
+    estimates = {
+        part_id: estimate_pico(estimate_cost(price, requests=t.requests,
+                                             input_tokens=t.input_tokens,
+                                             output_tokens=t.output_tokens))
+        for part_id, t in part_tokens.items()}
+    cost_db.set_part_estimates(session, estimates, batch.id)
+
+
+def set_key_budget(svc: Services, key_id: str, *, max_budget_usd: Any,
+                   period: str | None = None) -> KeyBudgetView:
+    """Set (or with ``max_budget_usd=None`` clear) a key's budget; returns it with spend."""
+    try:
+        budget, period = parse_budget(max_budget_usd, period)
+    except (ValueError, ArithmeticError) as exc:
+        raise InvalidInputError(str(exc), param="max_budget_usd",
+                                code="invalid_value") from None
+    with svc.sessions.begin() as session:
+        if not cost_db.set_key_budget(session, key_id, budget, period):
+            raise NotFoundError(f"No such key: {key_id}", param="key_id")
+    return key_budgets(svc, [key_id])[key_id]
+
+
+def with_spend(svc: Services, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Admin key listings with each key's budget and spend (decimal strings, USD)."""
+    views = key_budgets(svc, [key["id"] for key in keys])
+    return [{**key, **budget_fields(views[key["id"]])} for key in keys]
+
+
+def budget_fields(view: KeyBudgetView) -> dict[str, Any]:
+    """A key's budget view as wire fields."""
+    return {"max_budget_usd": None if view.max_budget_usd is None else f"{view.max_budget_usd:f}",
+            "budget_period": view.budget_period, "spent_usd": f"{view.spent_usd:f}"}
