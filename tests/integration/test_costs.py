@@ -110,3 +110,40 @@ def test_ingesting_a_part_again_counts_nothing_twice(
     with driver.svc.sessions.begin() as session:
         refresh_batch_totals(session, batch_id)
     assert batch_service.get_batch(driver.svc, batch_id, owner=None).cost == before
+
+
+def _estimates(driver: InlineDriver, batch_id: str) -> list[int]:
+    with driver.svc.engine.connect() as conn:
+        return [int(v) for v in conn.scalars(sa.text(
+            "SELECT estimate_pico FROM parts WHERE batch_id = :b ORDER BY seq"), {"b": batch_id})]
+
+
+def test_a_batch_cap_stops_sending_parts_and_keeps_what_is_in(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    lines = [request_line(f"r{i}", "a question " * 10) for i in range(12)]  # 3 parts of 4
+    for line in lines:
+        line["body"]["max_tokens"] = 30
+    # The same file without a cap tells what each part is estimated at.
+    probe = _run(driver, lines)
+    one, two, three = _estimates(driver, probe)
+    cap = from_pico(one + two + three // 2)
+    batch = batch_service.create_batch(driver.svc, owner=None,
+                                       input_file_id=upload(driver.svc, jsonl(lines)),
+                                       endpoint="/v1/chat/completions",
+                                       metadata={"max_cost_usd": str(cap)})
+    sent_before = emulator.emulator.stats()["batches_created"]
+    driver.run_until(lambda: batch_service.get_batch(
+        driver.svc, batch.id, owner=None).status == "cancelled")
+    final = batch_service.get_batch(driver.svc, batch.id, owner=None)
+    assert final.errors is not None and final.errors.data[0].code == "budget_exceeded"
+    assert emulator.emulator.stats()["batches_created"] - sent_before == 2
+    rows = _rows(driver, batch.id)
+    assert len(rows) == 12  # every request has a final row: answered, or never sent
+    with driver.svc.engine.connect() as conn:
+        never_sent = conn.scalar(sa.text(
+            "SELECT count(*) FROM results r JOIN parts p ON p.id = r.part_id "
+            "WHERE r.batch_id = :b AND p.seq = 3 AND r.error_code = 'batch_cancelled'"),
+            {"b": batch.id})
+    assert never_sent == 4
+    spent = sum((from_pico(r.cost_pico) for r in rows if r.cost_pico is not None), Decimal(0))
+    assert Decimal(final.cost.actual) == spent <= cap

@@ -268,3 +268,77 @@ def budget_fields(view: KeyBudgetView) -> dict[str, Any]:
     """A key's budget view as wire fields."""
     return {"max_budget_usd": None if view.max_budget_usd is None else f"{view.max_budget_usd:f}",
             "budget_period": view.budget_period, "spent_usd": f"{view.spent_usd:f}"}
+
+
+# -- the batch cap (metadata.max_cost_usd) -----------------------------------------------
+
+CAP_METADATA_KEY = "max_cost_usd"
+#: Parts whose requests were sent and whose results are not all in yet.
+_SENT = ("uploading", "uploaded", "submitting", "submitted", "cancelling", "ingesting")
+
+
+def batch_cap(metadata: dict[str, Any] | None) -> Decimal | None:
+    """The batch's cap from ``metadata.max_cost_usd`` (None: no cap, or not a number)."""
+    raw = (metadata or {}).get(CAP_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        cap = Decimal(str(raw).strip())
+    except ArithmeticError:
+        return None
+    return cap if cap.is_finite() and cap >= 0 else None
+
+
+def cap_refusal(session: Any, batch: BatchRow, part: PartRow) -> str | None:
+    """Why ``part`` must not be sent under the batch's cap (None: go ahead).
+
+    Spent so far, plus the estimates of parts already sent whose results are not in,
+    plus this part's estimate, must stay within the cap. Takes a lock on the batch row so
+    parts of one batch are judged one at a time.
+    """
+    cap = batch_cap(batch.metadata_)
+    if cap is None:
+        return None
+    session.get(BatchRow, batch.id, with_for_update=True)
+    spent = cost_db.batch_spent(session, batch.id)
+    in_flight = cost_db.unsubmitted_estimate(session, batch.id, _SENT)
+    committed = from_pico(spent + in_flight + (part.estimate_pico or 0))
+    if committed <= cap:
+        return None
+    return (f"the batch's cap of ${cap} (metadata.{CAP_METADATA_KEY}) would be passed: "
+            f"${from_pico(spent):f} spent, ${from_pico(in_flight):f} estimated in flight, "
+            f"${from_pico(part.estimate_pico or 0):f} estimated for the next part")
+
+
+def over_cap_after_ingest(session: Any, batch: BatchRow) -> str | None:
+    """Why the batch must stop now that more results are in (None: within its cap)."""
+    cap = batch_cap(batch.metadata_)
+    if cap is None:
+        return None
+    spent = from_pico(cost_db.batch_spent(session, batch.id))
+    if spent <= cap:
+        return None
+    return f"the batch spent ${spent:f}, over its cap of ${cap} (metadata.{CAP_METADATA_KEY})"
+
+
+def budget_error(message: str) -> dict[str, Any]:
+    """The batch's ``errors`` entry for a stop at its cap."""
+    return {"object": "list", "data": [{"code": "budget_exceeded", "message": message,
+                                        "param": f"metadata.{CAP_METADATA_KEY}",
+                                        "line": None}]}
+
+
+def stop_for_budget(session: Any, batch_id: str, message: str) -> bool:
+    """Move the batch to ``cancelling`` with a ``budget_exceeded`` error (True: it moved).
+
+    The cancel machinery then does the rest: parts not sent are not sent, parts in flight
+    are cancelled at the provider (their results so far are still ingested), and the
+    batch ends ``cancelled`` with every result already in.
+    """
+    from batchyard.db.transitions import transition_batch
+
+    now = time.time()
+    return transition_batch(session, batch_id, ("validating", "in_progress", "finalizing"),
+                            "cancelling", reason=f"budget exceeded: {message}",
+                            cancel_requested=True, cancelling_at=int(now), due_at=now,
+                            errors=budget_error(message))

@@ -26,7 +26,7 @@ from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_
 from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
 from batchyard.services.container import Services
-from batchyard.services.costs import RowPricer
+from batchyard.services.costs import RowPricer, over_cap_after_ingest, stop_for_budget
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
 from batchyard.services.state import request_finalize_if_done
@@ -64,6 +64,10 @@ def ingest_part(svc: Services, part_id: str) -> int:
     # Recomputed from the rows (not incremented): a second ingest cannot count twice.
     with svc.sessions.begin() as session:
         refresh_batch_totals(session, part.batch_id)
+        over = over_cap_after_ingest(session, batch)
+        stopped = over is not None and stop_for_budget(session, batch.id, over)
+    if stopped:
+        svc.nudge("cancel", batch.id)
     _finish(svc, part, settle_part(svc, part_id))
     return written
 

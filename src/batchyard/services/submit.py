@@ -25,6 +25,7 @@ from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderAuthError, ProviderRejectedError, ProviderTransientError
 from batchyard.providers.base import ProviderBatch
 from batchyard.providers.client import SyncProviderClient
+from batchyard.services import costs
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.routing import pick_deployment
@@ -86,10 +87,16 @@ def _advance(svc: Services, step: _Step) -> bool:
 def _start(svc: Services, step: _Step) -> bool:
     """Choose a deployment and record the intent to upload (True: go on uploading)."""
     part, batch = step.part, step.batch
+    stopped = False
     with svc.sessions.begin() as session:
         if batch.cancel_requested:
             transition_part(session, part.id, PartStatus.PENDING, PartStatus.CANCELLED,
                             reason="batch cancelled")
+            finalize = request_finalize_if_done(session, batch.id)
+        elif (over := costs.cap_refusal(session, batch, part)) is not None:
+            stopped = costs.stop_for_budget(session, batch.id, over)
+            transition_part(session, part.id, PartStatus.PENDING, PartStatus.CANCELLED,
+                            reason=over)
             finalize = request_finalize_if_done(session, batch.id)
         elif not svc.deployments.for_model(batch.model, batch.provider):
             message = f"no deployment serves model {batch.model!r}"
@@ -107,6 +114,8 @@ def _start(svc: Services, step: _Step) -> bool:
                 session, part.id, PartStatus.PENDING, PartStatus.UPLOADING, reason=f"to {dep.id}",
                 deployment=dep.id, side_effect_attempts=part.side_effect_attempts + 1,
                 next_poll_at=time.time() + intent_lease(svc, part))
+    if stopped:
+        svc.nudge("cancel", batch.id)
     if finalize:
         svc.nudge("finalize", batch.id)
     return False
