@@ -106,8 +106,10 @@ def _rates(price: Any) -> tuple[Any, Any, Any]:
 
 def _price_of(mprice: Any, *, discount: bool, source: str, label: str) -> PriceLookup:
     inp, out, cached = _rates(mprice)
-    if inp is None or out is None:
-        return Unpriced(f"{label} has no per-token input and output price in {table_version()}")
+    if inp is None:
+        return Unpriced(f"{label} has no per-token input price in {table_version()}")
+    if out is None:
+        out = Decimal(0)  # embeddings and moderations: only input is charged
     factor = BATCH_DISCOUNT if discount else Decimal(1)
     tiers = getattr(inp, "tiers", None)
     # Long-prompt tiers (e.g. from 200,000 input tokens): the whole request is priced at
