@@ -67,3 +67,38 @@ def test_binary_data_round_trips_exactly(pg_engine: Engine, table: Table) -> Non
     data = bytes(range(256)) * 5000  # every byte value, across two 1 MB chunks
     store.put_stream("bin", [data])
     assert b"".join(store.open_stream("bin")) == data
+
+
+@pytest.fixture()
+def pg_database(postgres_url: str) -> Iterator[str]:
+    from tests.e2e.helpers import fresh_pg_database
+
+    with fresh_pg_database(postgres_url) as url:
+        yield url
+
+
+def test_migrated_chunks_are_not_pglz_compressed(pg_database: str) -> None:
+    """After the migrations, chunk data is lz4-compressed (or stored uncompressed) and a
+    stored chunk of ordinary JSONL really is lz4 on disk, not pglz."""
+    from batchyard.db import migrate
+
+    migrate.upgrade(pg_database)
+    engine = create_engine(pg_database)
+    try:
+        with engine.connect() as conn:
+            compression, storage = conn.execute(text(
+                "SELECT attcompression, attstorage FROM pg_attribute "
+                "WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'")).one()
+            lz4 = conn.execute(text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'")).scalar()
+        assert (compression, storage) == (("l", "x") if lz4 else ("", "e"))
+        line = b'{"custom_id": "%d", "method": "POST", "url": "/v1/chat/completions"}\n'
+        DatabaseFileStore(engine).put_stream("k", [b"".join(line % i for i in range(30000))])
+        with engine.connect() as conn:
+            method = conn.execute(text(
+                "SELECT pg_column_compression(data) FROM file_chunks WHERE storage_key = 'k' "
+                "AND seq = 0")).scalar()
+        assert method == ("lz4" if lz4 else None)
+    finally:
+        engine.dispose()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
-from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from batchyard.errors import PayloadTooLargeError, StorageError
 
@@ -83,6 +85,78 @@ def check_key(key: str) -> str:
     if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
         raise StorageError(f"invalid storage key {key[:MAX_KEY_LENGTH]!r}")
     return key
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_END = object()
+
+
+class Aborted(Exception):
+    """Raised inside a :class:`Handoff` consumer when the producer gave up."""
+
+
+class Handoff(Generic[_T, _R]):
+    """Feeds items to ``consume`` running on a thread of its own, through a short queue.
+
+    The producer keeps parsing (or hashing) while the consumer writes, so the two overlap
+    on separate cores; the queue holds at most ``depth`` items, so memory stays flat.
+    :meth:`close` returns what ``consume`` returned; :meth:`abort` makes the consumer's
+    iterator raise :class:`Aborted` (so a ``with engine.begin()`` in it rolls back). A
+    failure in the consumer is raised to the producer at its next :meth:`put` or at
+    :meth:`close`.
+    """
+
+    def __init__(self, consume: Callable[[Iterator[_T]], _R], *, depth: int = 2,
+                 name: str = "batchyard-store-writer") -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._consume = consume
+        self._result: _R | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _items(self) -> Iterator[_T]:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, Aborted):
+                self._finished = True
+                raise item
+            if item is _END:
+                self._finished = True
+                return
+            yield item  # type: ignore[misc]
+
+    def _run(self) -> None:
+        try:
+            self._result = self._consume(self._items())
+        except BaseException as exc:
+            self._error = exc
+        # A consumer that stopped early keeps taking items until the producer's end marker,
+        # so the producer's put() never blocks for ever.
+        while not self._finished:
+            item = self._queue.get()
+            self._finished = item is _END or isinstance(item, Aborted)
+
+    def put(self, item: _T) -> None:
+        """Hand one item over (waits while the queue is full)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def close(self) -> _R:
+        """No more items: wait for the consumer and return its result (or raise its error)."""
+        self._queue.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+    def abort(self) -> None:
+        """Give up: the consumer sees :class:`Aborted`; waits for it to finish."""
+        self._queue.put(Aborted())
+        self._thread.join()
 
 
 class Meter:

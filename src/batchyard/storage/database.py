@@ -7,6 +7,7 @@ The table is described here with SQLAlchemy Core (same name and columns as the O
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import partial
 
 from sqlalchemy import (
     Column,
@@ -24,7 +25,14 @@ from sqlalchemy import (
 )
 
 from batchyard.errors import StorageError
-from batchyard.storage.base import CHUNK_BYTES, Meter, StoreShortcuts, check_key, rechunk
+from batchyard.storage.base import (
+    CHUNK_BYTES,
+    Handoff,
+    Meter,
+    StoreShortcuts,
+    check_key,
+    rechunk,
+)
 
 #: Metadata of the storage package alone (tests may ``create_all`` it on a bare database).
 metadata = MetaData()
@@ -42,7 +50,10 @@ class DatabaseFileStore(StoreShortcuts):
     """Bytes under a key as numbered chunk rows ``(storage_key, seq, data)``.
 
     A put runs in one transaction (so a failed upload leaves no row, and readers never see
-    a partial file); an empty file is one empty chunk, so it still exists. Reads fetch one
+    a partial file) on a writer thread of its own, so the database writes one chunk while
+    the caller parses and hashes the next; an empty file is one empty chunk, so it still
+    exists. On PostgreSQL the ``data`` column is lz4-compressed (or stored uncompressed
+    where the server lacks lz4), not pglz: see the migration ``0400``. Reads fetch one
     chunk per query on a short-lived connection: memory stays at one chunk and no
     connection is held while a slow consumer takes its time.
     """
@@ -57,18 +68,33 @@ class DatabaseFileStore(StoreShortcuts):
                    max_bytes: int | None = None) -> tuple[int, str]:
         """Store ``chunks`` under ``key`` in one transaction; return ``(size, sha256 hex)``."""
         check_key(key)
-        t = self.table
         meter = Meter(max_bytes)
+        writer = Handoff(partial(self._write, key))
+        try:
+            for piece in rechunk(chunks, self.chunk_bytes):
+                meter.feed(piece)
+                writer.put(piece)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        return meter.result()
+
+    def _write(self, key: str, pieces: Iterator[bytes]) -> None:
+        """The writer thread: replace ``key``'s rows with ``pieces`` in one transaction.
+
+        It runs beside the caller, which parses and hashes the next chunk meanwhile; the
+        transaction commits only after the last piece, and rolls back if the caller aborts.
+        """
+        t = self.table
         seq = 0
         with self.engine.begin() as conn:
             conn.execute(delete(t).where(t.c.storage_key == key))
-            for piece in rechunk(chunks, self.chunk_bytes):
-                meter.feed(piece)
+            for piece in pieces:
                 conn.execute(insert(t), {"storage_key": key, "seq": seq, "data": piece})
                 seq += 1
             if seq == 0:
                 conn.execute(insert(t), {"storage_key": key, "seq": 0, "data": b""})
-        return meter.result()
 
     def _count(self, key: str) -> int:
         t = self.table
