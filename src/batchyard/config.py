@@ -77,6 +77,25 @@ class ScheduleSettings(BaseModel):
     allow_code_sources_for_keys: bool = False
 
 
+class S3Settings(BaseModel):
+    """The S3-compatible object store used when ``storage_backend`` is ``s3``.
+
+    Credentials left unset fall back to boto3's own chain (``AWS_ACCESS_KEY_ID`` ...,
+    a shared credentials file, an instance role).
+    """
+
+    bucket: str = ""
+    #: Prepended to every storage key (``batchyard/`` keeps a shared bucket tidy).
+    prefix: str = ""
+    #: For S3-compatible servers (MinIO, Ceph, R2 ...); unset means AWS S3 itself.
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    #: Uploads go up as multipart parts of this size (S3's minimum is 5 MiB).
+    part_bytes: int = 8 * 1024 * 1024
+
+
 class ApiSettings(BaseModel):
     """The OpenAI-compatible HTTP API."""
 
@@ -117,7 +136,8 @@ class Settings(BaseSettings):
     #: Celery broker URL. Default: an embedded SQLite broker in ``data_dir``.
     broker_url: str | None = None
     #: ``database`` keeps file bytes in SQL (any worker on any host can read them);
-    #: ``local`` keeps them under ``data_dir/files``.
+    #: ``local`` keeps them under ``data_dir/files``; ``s3`` in an S3-compatible bucket
+    #: (settings under ``s3``; needs ``pip install 'batchyard[s3]'``).
     storage_backend: str = "database"
     master_key: SecretStr | None = None
     #: A LiteLLM-shaped ``config.yaml`` with ``model_list``.
@@ -146,6 +166,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     api: ApiSettings = ApiSettings()
     schedules: ScheduleSettings = ScheduleSettings()
+    s3: S3Settings = S3Settings()
 
     @property
     def effective_database_url(self) -> str:

@@ -1,4 +1,5 @@
-"""File bytes: a store every worker can reach (the database, or a local directory).
+"""File bytes: a store every worker can reach (the database, a local directory, or an
+S3-compatible bucket).
 
 ``build_store(settings, engine)`` picks one by ``settings.storage_backend``.
 """
@@ -18,11 +19,16 @@ __all__ = ["CHUNK_BYTES", "FILE_CHUNKS", "DatabaseFileStore", "FileStore", "Loca
 
 
 def build_store(settings: Settings, engine: Engine) -> FileStore:
-    """The file store configured by ``settings.storage_backend`` (``database`` or ``local``)."""
+    """The file store configured by ``settings.storage_backend``: ``database``, ``local``
+    or ``s3`` (boto3 is imported only for ``s3``)."""
     backend = settings.storage_backend.lower()
     if backend == "database":
         return DatabaseFileStore(engine)
     if backend == "local":
         return LocalFileStore(settings.data_dir / "files")
+    if backend == "s3":
+        from batchyard.storage.s3 import S3FileStore
+
+        return S3FileStore.from_settings(settings.s3)
     raise ConfigError(f"unknown storage_backend {settings.storage_backend!r} "
-                      "(use 'database' or 'local')")
+                      "(use 'database', 'local' or 's3')")
