@@ -15,7 +15,8 @@ store at a bucket on it.
 Each round uploads the file to the emulator and to batchyard with the same streaming httpx
 client (the order alternates between rounds), and prints both times, the ratio
 batchyard / emulator (target <= 1.5) and the serving process's peak RSS during the upload
-(VmHWM after ``clear_refs``) next to its RSS before it. The upload is read back from
+(VmHWM after ``clear_refs``) next to its RSS before it, and the CPU seconds each server
+process used for its upload (the database server's own CPU is not included). The upload is read back from
 batchyard once and compared byte for byte.
 """
 
@@ -116,6 +117,15 @@ def upload(client: httpx.Client, base: str, path: Path) -> tuple[str, float]:
     return str(response.json()["id"]), seconds
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes."""
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def server_pids(pid: int) -> list[int]:
     """The uvicorn process and its children (with --workers N the children serve)."""
     return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
@@ -160,7 +170,7 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
         emulator = [*exe, "emulator", "--port", str(emu_port),
                     "--max-file-mb", str(int(size_mb) + 10)]
         api_proc = stack.enter_context(process(serve, env, f"{api}/health"))
-        stack.enter_context(process(emulator, env, f"{emu}/v1/batches"))
+        emu_proc = stack.enter_context(process(emulator, env, f"{emu}/v1/batches"))
         client = stack.enter_context(httpx.Client(
             timeout=600, headers={"Authorization": f"Bearer {MASTER}"}))
         print(f"database={args.database} storage={args.storage} workers={args.workers} "
@@ -173,9 +183,12 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
             for p in pids:
                 reset_peak(p)
             times: dict[str, float] = {}
-            order = [("emulator", emu), ("batchyard", api)]
-            for name, base in (order if round_no % 2 == 0 else order[::-1]):
+            cpu: dict[str, float] = {}
+            order = [("emulator", emu, [emu_proc.pid]), ("batchyard", api, pids)]
+            for name, base, owned in (order if round_no % 2 == 0 else order[::-1]):
+                before = cpu_seconds(owned)
                 file_id_here, times[name] = upload(client, base, path)
+                cpu[name] = cpu_seconds(owned) - before
                 if name == "batchyard":
                     file_id = file_id_here
             peak = max(vm_hwm_mb(p) for p in pids)
@@ -185,7 +198,8 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
                   f"({size_mb / times['batchyard']:6.1f} MB/s)  emulator "
                   f"{times['emulator']:6.2f} s ({size_mb / times['emulator']:6.1f} MB/s)  "
                   f"ratio {ratio:5.2f} (target <= 1.5)  server RSS before {idle:6.1f} MB, "
-                  f"peak {peak:6.1f} MB")
+                  f"peak {peak:6.1f} MB  server CPU batchyard {cpu['batchyard']:.2f} s "
+                  f"emulator {cpu['emulator']:.2f} s")
         check_roundtrip(client, api, file_id, path)
         print(f"ratios: {', '.join(f'{r:.2f}' for r in ratios)}; "
               f"target <= 1.5 met in {sum(r <= 1.5 for r in ratios)} of {len(ratios)}")
