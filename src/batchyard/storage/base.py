@@ -169,11 +169,15 @@ class Meter:
         self.size = 0
         self.sha = hashlib.sha256()
 
-    def feed(self, chunk: bytes) -> None:
-        """Account for ``chunk``; raises PayloadTooLargeError once past the limit."""
+    def count(self, chunk: bytes) -> None:
+        """Count ``chunk`` without hashing it (the caller hashes elsewhere)."""
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise PayloadTooLargeError(f"the file is larger than {self.max_bytes:,} bytes")
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for ``chunk``; raises PayloadTooLargeError once past the limit."""
+        self.count(chunk)
         self.sha.update(chunk)
 
     def result(self) -> tuple[int, str]:

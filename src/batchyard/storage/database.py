@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import partial
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -50,8 +51,8 @@ class DatabaseFileStore(StoreShortcuts):
     """Bytes under a key as numbered chunk rows ``(storage_key, seq, data)``.
 
     A put runs in one transaction (so a failed upload leaves no row, and readers never see
-    a partial file) on a writer thread of its own, so the database writes one chunk while
-    the caller parses and hashes the next; an empty file is one empty chunk, so it still
+    a partial file) on a writer thread of its own, which also hashes, so the database
+    writes one chunk while the caller parses the next; an empty file is one empty chunk, so it still
     exists. On PostgreSQL the ``data`` column is lz4-compressed (or stored uncompressed
     where the server lacks lz4), not pglz: see the migration ``0400``. Reads fetch one
     chunk per query on a short-lived connection: memory stays at one chunk and no
@@ -69,10 +70,10 @@ class DatabaseFileStore(StoreShortcuts):
         """Store ``chunks`` under ``key`` in one transaction; return ``(size, sha256 hex)``."""
         check_key(key)
         meter = Meter(max_bytes)
-        writer = Handoff(partial(self._write, key))
+        writer = Handoff(partial(self._write, key, meter.sha))
         try:
             for piece in rechunk(chunks, self.chunk_bytes):
-                meter.feed(piece)
+                meter.count(piece)
                 writer.put(piece)
         except BaseException:
             writer.abort()
@@ -80,17 +81,19 @@ class DatabaseFileStore(StoreShortcuts):
         writer.close()
         return meter.result()
 
-    def _write(self, key: str, pieces: Iterator[bytes]) -> None:
+    def _write(self, key: str, sha: Any, pieces: Iterator[bytes]) -> None:
         """The writer thread: replace ``key``'s rows with ``pieces`` in one transaction.
 
-        It runs beside the caller, which parses and hashes the next chunk meanwhile; the
-        transaction commits only after the last piece, and rolls back if the caller aborts.
+        It hashes each piece (hashlib lets go of the GIL) and inserts it while the caller
+        parses the next one; the transaction commits only after the last piece, and rolls
+        back if the caller aborts.
         """
         t = self.table
         seq = 0
         with self.engine.begin() as conn:
             conn.execute(delete(t).where(t.c.storage_key == key))
             for piece in pieces:
+                sha.update(piece)
                 conn.execute(insert(t), {"storage_key": key, "seq": seq, "data": piece})
                 seq += 1
             if seq == 0:
