@@ -16,8 +16,9 @@ Each round uploads the file to the emulator and to batchyard with the same strea
 client (the order alternates between rounds), and prints both times, the ratio
 batchyard / emulator (target <= 1.5) and the serving process's peak RSS during the upload
 (VmHWM after ``clear_refs``) next to its RSS before it, and the CPU seconds each server
-process used for its upload (the database server's own CPU is not included). The upload is read back from
-batchyard once and compared byte for byte.
+process used for its upload, plus on PostgreSQL the CPU of the bench database's backends
+(those alive at the round's end; the WAL writer and checkpointer are not counted). The
+upload is read back from batchyard once and compared byte for byte.
 """
 
 from __future__ import annotations
@@ -121,9 +122,29 @@ def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time used so far by these processes."""
     total = 0.0
     for pid in pids:
-        times = psutil.Process(pid).cpu_times()
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
         total += times.user + times.system
     return total
+
+
+def pg_backend_pids(db_url: str | None) -> list[int]:
+    """PostgreSQL backends connected to the bench database (none on SQLite)."""
+    if db_url is None:
+        return []
+    import sqlalchemy as sa
+
+    name = db_url.rsplit("/", 1)[1]
+    engine = sa.create_engine(db_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                {"d": name}).scalars().all()
+    finally:
+        engine.dispose()
+    return [int(pid) for pid in rows if psutil.pid_exists(pid)]
 
 
 def server_pids(pid: int) -> list[int]:
@@ -185,12 +206,16 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
             times: dict[str, float] = {}
             cpu: dict[str, float] = {}
             order = [("emulator", emu, [emu_proc.pid]), ("batchyard", api, pids)]
+            backends = pg_backend_pids(db_url)
+            db_before = cpu_seconds(backends)
             for name, base, owned in (order if round_no % 2 == 0 else order[::-1]):
                 before = cpu_seconds(owned)
                 file_id_here, times[name] = upload(client, base, path)
                 cpu[name] = cpu_seconds(owned) - before
                 if name == "batchyard":
                     file_id = file_id_here
+            new_backends = [p for p in pg_backend_pids(db_url) if p not in backends]
+            db_cpu = cpu_seconds(backends) - db_before + cpu_seconds(new_backends)
             peak = max(vm_hwm_mb(p) for p in pids)
             ratio = times["batchyard"] / times["emulator"]
             ratios.append(ratio)
@@ -199,7 +224,8 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
                   f"{times['emulator']:6.2f} s ({size_mb / times['emulator']:6.1f} MB/s)  "
                   f"ratio {ratio:5.2f} (target <= 1.5)  server RSS before {idle:6.1f} MB, "
                   f"peak {peak:6.1f} MB  server CPU batchyard {cpu['batchyard']:.2f} s "
-                  f"emulator {cpu['emulator']:.2f} s")
+                  f"emulator {cpu['emulator']:.2f} s"
+                  + (f", PostgreSQL backends {db_cpu:.2f} s" if db_url else ""))
         check_roundtrip(client, api, file_id, path)
         print(f"ratios: {', '.join(f'{r:.2f}' for r in ratios)}; "
               f"target <= 1.5 met in {sum(r <= 1.5 for r in ratios)} of {len(ratios)}")
