@@ -28,7 +28,7 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_bench import drop_pg, fresh_pg
 
-from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
+from batchyard.cli.processes import settings_env, start_worker_process, stop_process
 from batchyard.config import PipelineSettings, Settings
 from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer

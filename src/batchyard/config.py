@@ -129,8 +129,10 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    #: Where the embedded default keeps its SQLite files and stored uploads.
-    data_dir: Path = Path(".batchyard")
+    #: Where the embedded default keeps its SQLite files and stored uploads: the per-user
+    #: data directory (``~/.local/share/batchyard`` on Linux) unless ``BATCHYARD_DATA_DIR``
+    #: says otherwise, so every command finds the same database whatever the current directory.
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     #: SQLAlchemy URL. Default: SQLite in ``data_dir``.
     database_url: str | None = None
     #: Celery broker URL. Default: an embedded SQLite broker in ``data_dir``.
@@ -186,6 +188,13 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """True when running on the embedded default (no external broker)."""
         return not self.broker_url
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (platformdirs), used when ``BATCHYARD_DATA_DIR`` is unset."""
+    from platformdirs import user_data_path
+
+    return user_data_path("batchyard", appauthor=False)
 
 
 def env_value(name: str) -> str | None:

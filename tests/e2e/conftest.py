@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
+from batchyard.cli.processes import settings_env, start_worker_process, stop_process
 from batchyard.config import Settings
 from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer

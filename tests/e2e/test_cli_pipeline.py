@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchyard.cli import app
-from batchyard.cli_demo import example_path
+from batchyard.cli.demo import example_path
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,8 @@ def test_ctrl_c_during_run_wait_leaves_the_batch_and_says_how_to_check(tmp_path:
     import time
 
     # No worker is running: the batch stays queued while `run --wait` follows it.
+    subprocess.run([sys.executable, "-m", "batchyard", "db", "upgrade"],
+                   env=_env(tmp_path / "d"), check=True, capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "batchyard", "run", str(example_path()),
                              "--wait"], env=_env(tmp_path / "d"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

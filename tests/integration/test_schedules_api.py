@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from batchyard.api.app import create_app
-from batchyard.cli_schedules import schedule_app
+from batchyard.cli.schedules import schedule_app
 from batchyard.services import files, keys
 from batchyard.services.container import Services, build_services
 from tests.e2e.helpers import Nudges

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from batchyard.cli_schedules import webhooks_app
+from batchyard.cli.schedules import webhooks_app
 from batchyard.domain.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,

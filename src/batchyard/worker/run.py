@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import time
 from typing import Any
 
-from celery.signals import beat_init
+from celery.signals import beat_init, setup_logging
 
 from batchyard.config import Settings
+from batchyard.logs import configure
 from batchyard.worker.app import create_celery, worker_queues
 
 
+def _use_our_logging(loglevel: str, log_format: str) -> None:
+    """Celery leaves logging alone when ``setup_logging`` has a receiver: ours formats every
+    record (text or JSON) the same way as the API's."""
+    configure(loglevel, log_format)
+    setup_logging.connect(lambda **_: configure(loglevel, log_format), weak=False)
+
+
 def run_worker(settings: Settings | None = None, *, concurrency: int = 8, beat: bool = False,
-               loglevel: str = "INFO") -> None:
+               loglevel: str = "INFO", log_format: str = "text") -> None:
     """Run a Celery worker (thread pool) consuming every pipeline queue; blocks."""
     settings = settings or Settings()
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _use_our_logging(loglevel, log_format)
     app = create_celery(settings)
     argv = ["worker", f"--loglevel={loglevel}", "--pool=threads",
             f"--concurrency={concurrency}", "-Q", ",".join(worker_queues(settings)),
@@ -46,9 +53,10 @@ def _exit_with_worker(parent: int, **_: Any) -> None:
     threading.Thread(target=watch, name="beat-parent-watch", daemon=True).start()
 
 
-def run_beat(settings: Settings | None = None, *, loglevel: str = "INFO") -> None:
+def run_beat(settings: Settings | None = None, *, loglevel: str = "INFO",
+             log_format: str = "text") -> None:
     """Run the beat scheduler (sends the tick); blocks."""
     settings = settings or Settings()
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _use_our_logging(loglevel, log_format)
     app = create_celery(settings)
     app.start(["beat", f"--loglevel={loglevel}"])

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from batchyard.api.app import create_app
-from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
+from batchyard.cli.processes import settings_env, start_worker_process, stop_process
 from batchyard.config import PipelineSettings, Settings
 from batchyard.db.migrate import upgrade
 from batchyard.services.container import Services, build_services
