@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 import time
 from typing import Any
 
@@ -63,6 +64,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a stream captured when
+    logging was configured may be closed since, e.g. under a test runner)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def dict_config(level: str = "INFO", fmt: str = "text", *,
                 access_log: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict (uvicorn takes it as ``log_config`` too)."""
@@ -70,8 +87,8 @@ def dict_config(level: str = "INFO", fmt: str = "text", *,
     return {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {"stderr": {"class": "batchyard.logs.StderrHandler",
+                                "formatter": "default"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
             "uvicorn": {"level": level.upper(), "handlers": [], "propagate": True},

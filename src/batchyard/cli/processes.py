@@ -154,10 +154,10 @@ def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption
     from batchyard.db.migrate import upgrade
     from batchyard.logs import dict_config
 
-    _logging(log_level, log_format, access_log=access_log)
     cfg = _api_settings(config, host, port)
     _check_bind(cfg)
     registry = _deployments(cfg)
+    _logging(log_level, log_format, access_log=access_log)
     if migrate:
         upgrade(cfg.effective_database_url)
     workers = workers or cfg.api.effective_workers
@@ -218,10 +218,10 @@ def up(host: HostOption = None, port: PortOption = None, config: ConfigOption = 
     from batchyard.db.migrate import upgrade
     from batchyard.logs import dict_config
 
-    _logging(log_level, log_format, access_log=access_log)
     cfg = _api_settings(config, host, port)
     _check_bind(cfg)
     registry = _deployments(cfg)
+    _logging(log_level, log_format, access_log=access_log)
     upgrade(cfg.effective_database_url)  # migrations first, once
     announce("up", cfg, registry, address=f"http://{cfg.api.host}:{cfg.api.port}",
              concurrency=concurrency)
