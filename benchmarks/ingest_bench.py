@@ -89,13 +89,30 @@ def child(url: str, output: Path, batch_rows: int) -> None:
     with svc.sessions() as session:
         part, batch = session.get(PartRow, PART), session.get(BatchRow, BATCH)
     assert part is not None and batch is not None
-    start = time.perf_counter()
+    warm = getattr(getattr(svc, "prices", None), "warm", None)
+    if warm is not None:
+        warm(wait=True)  # as a worker does when it starts (the price table is imported once)
+    start, cpu = time.perf_counter(), time.process_time()
     with output.open("rb") as stream:
         rows = ingest_stream(svc, part, batch, stream)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    totals = _time_totals(svc)
     svc.close()
-    print(orjson.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb}).decode())
+    print(orjson.dumps({"rows": rows, "seconds": seconds, "cpu": cpu, "totals": totals,
+                        "peak_rss_mb": peak_mb}).decode())
+
+
+def _time_totals(svc: object) -> float | None:
+    """Seconds of the once-per-part step that sums the batch's cost and tokens (if any)."""
+    try:
+        from batchyard.db.costs import refresh_batch_totals
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    with svc.sessions.begin() as session:  # type: ignore[attr-defined]
+        refresh_batch_totals(session, BATCH)
+    return time.perf_counter() - start
 
 
 def fresh_pg() -> tuple[str, str]:
@@ -150,7 +167,10 @@ def main() -> None:
     print(f"ingested {figures['rows']:,} rows ({stored:,} in SQL) in {figures['seconds']:.2f} s"
           f" = {figures['rows'] / figures['seconds']:,.0f} rows/s, "
           f"{size / 1e6 / figures['seconds']:,.1f} MB/s; "
-          f"worker peak RSS {figures['peak_rss_mb']:.0f} MB")
+          f"worker peak RSS {figures['peak_rss_mb']:.0f} MB; worker CPU {figures['cpu']:.2f} s")
+    if figures.get("totals") is not None:
+        print(f"then the batch's cost and token sums over those rows: {figures['totals']:.2f} s "
+              "(once per ingested part)")
 
 
 if __name__ == "__main__":

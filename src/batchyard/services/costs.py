@@ -21,6 +21,7 @@ from batchyard.domain.jsonl import OutputLine, iter_request_blocks
 from batchyard.domain.lifecycle import OPEN_BATCH_STATUSES
 from batchyard.domain.pricing import (
     Estimate,
+    Price,
     PriceLookup,
     Unpriced,
     budget_refusal,
@@ -38,39 +39,62 @@ BUDGET_PERIODS = ("total", "monthly")
 
 
 class RowPricer:
-    """Prices the result rows of one part as they are ingested (lookups cached per model)."""
+    """Prices the result rows of one part as they are ingested (lookups cached per model).
+
+    Per row this is one dictionary lookup and integer arithmetic: ingest handles tens of
+    thousands of rows a second and pricing must not slow it down.
+    """
 
     def __init__(self, svc: Services, part: PartRow, batch: BatchRow) -> None:
         self._book = svc.prices
         self._deployment = part.deployment
         self._fallback = batch.model
         self._at = float(batch.created_at)
-        self._cache: dict[str | None, PriceLookup] = {}
+        #: model -> (price or None, currency, source or the unpriced reason)
+        self._cache: dict[str | None, tuple[Price | None, str | None, str | None]] = {}
 
     def lookup(self, model: str | None) -> PriceLookup:
         """The price of answers from ``model`` (the response's model, else the batch's)."""
-        found = self._cache.get(model)
-        if found is None:
-            found = self._book.lookup(deployment_id=self._deployment,
-                                      model=model or self._fallback, at=self._at)
-            self._cache[model] = found
-        return found
+        return self._book.lookup(deployment_id=self._deployment,
+                                 model=model or self._fallback, at=self._at)
+
+    def _entry(self, model: str | None) -> tuple[Price | None, str | None, str | None]:
+        entry = self._cache.get(model)
+        if entry is None:
+            price = self.lookup(model)
+            entry = ((None, None, price.reason) if isinstance(price, Unpriced)
+                     else (price, price.currency, price.source))
+            self._cache[model] = entry
+        return entry
+
+    def fill(self, row: dict[str, Any], line: OutputLine) -> None:
+        """Set the cost columns of ``row``, the result row of ``line``."""
+        inp, out = line.input_tokens, line.output_tokens
+        row["model"] = line.model
+        if not line.ok and not (inp or out):
+            # An error without usage is not billed: neither priced nor unpriced.
+            row["cost_pico"] = row["cost_currency"] = row["price_source"] = None
+            row["unpriced_reason"] = None
+            return
+        price, currency, source = self._entry(line.model)
+        row["cost_currency"] = currency
+        if price is None:
+            row["cost_pico"] = row["price_source"] = None
+            row["unpriced_reason"] = source
+            return
+        row["price_source"], row["unpriced_reason"] = source, None
+        rates = price.pico_rates
+        if rates is None or price.tiers:
+            row["cost_pico"] = request_cost_pico(price, inp, out, line.cached_tokens)
+        else:
+            cached = min(line.cached_tokens, inp)
+            row["cost_pico"] = (inp - cached) * rates[0] + cached * rates[1] + out * rates[2]
 
     def columns(self, line: OutputLine) -> dict[str, Any]:
         """The cost columns of a result row for ``line``."""
-        if not line.ok and not (line.input_tokens or line.output_tokens):
-            # An error without usage is not billed: neither priced nor unpriced.
-            return {"model": line.model, "cost_pico": None, "cost_currency": None,
-                    "price_source": None, "unpriced_reason": None}
-        price = self.lookup(line.model)
-        if isinstance(price, Unpriced):
-            return {"model": line.model, "cost_pico": None, "cost_currency": None,
-                    "price_source": None, "unpriced_reason": price.reason}
-        return {"model": line.model,
-                "cost_pico": request_cost_pico(price, line.input_tokens, line.output_tokens,
-                                               line.cached_tokens),
-                "cost_currency": price.currency, "price_source": price.source,
-                "unpriced_reason": None}
+        row: dict[str, Any] = {}
+        self.fill(row, line)
+        return row
 
 
 # -- estimates -----------------------------------------------------------------------------

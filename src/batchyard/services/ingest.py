@@ -174,7 +174,7 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
     line_no, attempt = found
     if not line.ok and line.retryable and attempt < max_attempts and not batch.cancel_requested:
         return None  # left without a result: settle_part moves it to a retry part
-    return {
+    row = {
         "batch_id": batch.id, "custom_id": line.custom_id, "line_no": line_no,
         "part_id": part.id, "attempt": attempt, "ok": line.ok,
         "status_code": line.status_code, "provider_request_id": line.request_id,
@@ -182,12 +182,14 @@ def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tupl
         "error_code": line.error_code, "error_message": line.error_message,
         "input_tokens": line.input_tokens, "output_tokens": line.output_tokens,
         "total_tokens": line.total_tokens, "created_at": int(time.time()),
-        "cached_tokens": line.cached_tokens, **pricer.columns(line),
+        "cached_tokens": line.cached_tokens,
         "rendered_bytes": len(render_result_line(
             batch_id=batch.id, custom_id=line.custom_id, status_code=line.status_code,
             request_id=line.request_id, body=line.body, error_code=line.error_code,
             error_message=line.error_message)),
     }
+    pricer.fill(row, line)
+    return row
 
 
 def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine],

@@ -40,6 +40,13 @@ class PriceBook:
         self._cache: dict[tuple[str | None, str | None, str | None, dt.date], PriceLookup] = {}
         self._lock = threading.Lock()
 
+    def warm(self, *, wait: bool = False) -> None:
+        """Load the price table in a background thread (importing it takes about a second)."""
+        thread = threading.Thread(target=_load_table, name="batchyard-prices", daemon=True)
+        thread.start()
+        if wait:
+            thread.join()
+
     def lookup(self, *, deployment_id: str | None, model: str | None,
                provider: str | None = None, at: float | None = None) -> PriceLookup:
         """The price for ``model`` at ``deployment_id`` (override) or in the table.
@@ -74,6 +81,12 @@ class PriceBook:
         if not model:
             return Unpriced("the model is not known")
         return table_price(model, _PROVIDER_IDS.get(provider or "openai", provider), day)
+
+
+def _load_table() -> None:
+    from genai_prices import data_snapshot
+
+    data_snapshot.get_snapshot()
 
 
 def table_price(model: str, provider_id: str | None, day: dt.date) -> PriceLookup:

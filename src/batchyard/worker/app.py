@@ -45,6 +45,7 @@ def create_celery(settings: Settings, services: Services | None = None) -> Celer
     def svc() -> Services:
         if "svc" not in holder:
             holder["svc"] = build_services(settings)
+            holder["svc"].prices.warm()  # load the price table before the first ingest
         return holder["svc"]
 
     app.batchyard_services = svc
