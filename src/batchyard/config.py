@@ -121,6 +121,16 @@ class ApiSettings(BaseModel):
         return self.workers if self.workers > 0 else max(1, min(os.cpu_count() or 1, 4))
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics (the API serves ``/metrics``; a worker can serve its own port)."""
+
+    #: Port of a worker's own metrics endpoint (0: none). Set it on workers that run on
+    #: another host than the API, so Prometheus can scrape their counters there.
+    worker_port: int = 0
+    #: Address the worker's metrics endpoint binds; 0.0.0.0 to let another host scrape it.
+    worker_addr: str = "127.0.0.1"
+
+
 class Settings(BaseSettings):
     """All of batchyard's configuration."""
 
@@ -169,6 +179,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     schedules: ScheduleSettings = ScheduleSettings()
     s3: S3Settings = S3Settings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def effective_database_url(self) -> str:

@@ -27,6 +27,9 @@ from batchyard.api.fastpath import BatchFastPath
 from batchyard.api.middleware import InputGuard, RequestIdMiddleware
 from batchyard.config import Settings
 from batchyard.errors import ConfigError
+from batchyard.metrics.asgi import MetricsMiddleware
+from batchyard.ui.app import build_ui
+from batchyard.ui.pipeline_metrics import build_metrics_router
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings, services: Any | None = None, *,
     app.add_middleware(InputGuard, max_header_bytes=settings.api.max_header_bytes,
                        body_timeout=settings.api.body_read_timeout)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: counts every answer, even a crash
     for prefix, provider in ROUTE_PREFIXES:
         documented = prefix == "/v1"
         # Batches first: their GET is the hottest route, and routes match in order.
@@ -109,6 +113,8 @@ def create_app(settings: Settings, services: Any | None = None, *,
     app.include_router(admin.build_admin_router())
     app.include_router(costs.build_costs_router())
     app.include_router(admin.build_health_router())
+    app.include_router(build_metrics_router())
+    app.mount("/ui", build_ui(app))
     return app
 
 

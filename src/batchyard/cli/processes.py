@@ -165,6 +165,10 @@ def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption
              concurrency=workers)
     log_config = dict_config(log_level, log_format, access_log=access_log)
     if workers > 1:
+        from batchyard.metrics import multiproc
+
+        # The processes write their metrics to one shared directory, merged by /metrics.
+        multiproc.prepare(cfg.data_dir / "prometheus")
         # Worker processes rebuild Settings from env; hand the overrides over that way.
         os.environ["BATCHYARD_API__HOST"] = cfg.api.host
         os.environ["BATCHYARD_API__PORT"] = str(cfg.api.port)
@@ -212,13 +216,18 @@ def up(host: HostOption = None, port: PortOption = None, config: ConfigOption = 
        log_level: LogLevelOption = "INFO", log_format: LogFormatOption = "text",
        access_log: AccessLogOption = False) -> None:
     """Run everything on one machine: the API, a worker and the scheduler."""
+    from batchyard.metrics import multiproc
+
+    cfg = _api_settings(config, host, port)
+    # Before prometheus_client is first imported: the API's /metrics then shows the worker's
+    # counters too (both processes write to this directory; the worker inherits the env).
+    multiproc.prepare(cfg.data_dir / "prometheus")
     import uvicorn
 
     from batchyard.api.app import create_app
     from batchyard.db.migrate import upgrade
     from batchyard.logs import dict_config
 
-    cfg = _api_settings(config, host, port)
     _check_bind(cfg)
     registry = _deployments(cfg)
     _logging(log_level, log_format, access_log=access_log)

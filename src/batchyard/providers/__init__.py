@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 
 from batchyard.config import HttpSettings
+from batchyard.metrics.transport import async_metered, metered
 from batchyard.providers.anthropic import (
     AnthropicClient,
     AsyncAnthropicClient,
@@ -68,20 +69,24 @@ def _headers(ops: OpenAIOperations) -> dict[str, str]:
 
 
 def build_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
-                   transport: httpx.BaseTransport | None = None) -> SyncProviderClient:
-    """A synchronous adapter; ``transport`` lets tests mount the emulator in-process."""
+                   transport: httpx.BaseTransport | None = None,
+                   label: str = "") -> SyncProviderClient:
+    """A synchronous adapter; ``transport`` lets tests mount the emulator in-process.
+
+    ``label`` (the deployment id) names the calls in the provider metrics."""
     http = http or HttpSettings()
     ops = build_operations(config)
-    client = httpx.Client(transport=transport, headers=_headers(ops), timeout=build_timeout(http))
+    client = httpx.Client(transport=metered(transport, label), headers=_headers(ops),
+                          timeout=build_timeout(http))
     return SyncProviderClient(ops, SyncExecutor(client, http))
 
 
 def build_async_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
-                         transport: httpx.AsyncBaseTransport | None = None
-                         ) -> AsyncProviderClient:
+                         transport: httpx.AsyncBaseTransport | None = None,
+                         label: str = "") -> AsyncProviderClient:
     """An asynchronous adapter on ``httpx.AsyncClient``."""
     http = http or HttpSettings()
     ops = build_operations(config)
-    client = httpx.AsyncClient(transport=transport, headers=_headers(ops),
+    client = httpx.AsyncClient(transport=async_metered(transport, label), headers=_headers(ops),
                                timeout=build_timeout(http))
     return AsyncProviderClient(ops, AsyncExecutor(client, http))

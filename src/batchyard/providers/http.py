@@ -26,6 +26,7 @@ import httpx
 
 from batchyard.config import HttpSettings
 from batchyard.errors import ProviderError, ProviderTransientError
+from batchyard.metrics.counters import PROVIDER_RETRIES, retry_reason
 from batchyard.providers.base import UploadSource
 from batchyard.providers.failures import RetryClock, connection_error, request_id, status_error
 
@@ -156,6 +157,7 @@ def _cut_short(exc: httpx.TransportError, start: int | None, written: int) -> _F
 
 
 def _log_retry(error: ProviderError, attempt: int, delay: float) -> None:
+    PROVIDER_RETRIES.labels(reason=retry_reason(error.status)).inc()
     log.warning("provider.retry", extra={
         "status": error.status, "code": error.code, "request_id": error.request_id,
         "attempt": attempt, "delay": round(delay, 3)})

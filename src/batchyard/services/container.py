@@ -52,7 +52,7 @@ class ProviderPool:
                 http = self._settings.http
                 if once:
                     http = http.model_copy(update={"max_attempts": 1})
-                client = build_provider(provider_config(dep), http)
+                client = build_provider(provider_config(dep), http, label=deployment_id)
                 self._clients[(deployment_id, once)] = client
             return client
 

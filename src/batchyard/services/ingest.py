@@ -25,6 +25,7 @@ from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
 from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
+from batchyard.metrics.counters import count_rows
 from batchyard.services.container import Services
 from batchyard.services.costs import RowPricer, over_cap_after_ingest, stop_for_budget
 from batchyard.services.crash import crash_point
@@ -206,5 +207,6 @@ def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine
         # Still working: keep the lease so the sweep does not hand the part to another worker.
         session.execute(update(PartRow).where(PartRow.id == part.id).values(
             next_poll_at=time.time() + svc.settings.pipeline.stale_seconds))
+    count_rows(bool(row["ok"]) for row in rows)
     lines.clear()
     return len(rows)

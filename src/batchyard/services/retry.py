@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from batchyard.db.models import BatchRow, EventRow, PartRow, RequestRow, ResultRow
 from batchyard.db.transitions import transition_part
 from batchyard.domain.lifecycle import PartStatus
+from batchyard.metrics.counters import TOKEN_LIMIT_EXCEEDED
 from batchyard.services.container import Services
 from batchyard.services.ids import new_part_id
 from batchyard.services.routing import block_deployment
@@ -65,6 +66,7 @@ def requeue_for_quota(svc: Services, part: PartRow) -> tuple[list[str], bool]:
                 reason="token_limit_exceeded"):
             return [], False
         block_deployment(session, str(part.deployment), until)
+        TOKEN_LIMIT_EXCEEDED.labels(deployment=str(part.deployment)).inc()
         if batch.cancel_requested:
             return [], request_finalize_if_done(session, batch.id)
         ids = list(session.scalars(select(RequestRow.id).where(RequestRow.part_id == part.id)

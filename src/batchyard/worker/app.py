@@ -26,6 +26,7 @@ from batchyard.broker.tasks import (
     task_routes,
 )
 from batchyard.config import Settings
+from batchyard.metrics.counters import timed_task
 from batchyard.services.container import Services, build_services
 from batchyard.services.pipeline import run_task, run_tick
 from batchyard.worker.schedule_tasks import BEAT_TASKS
@@ -82,7 +83,8 @@ def register_tasks(app: Celery, svc: Callable[[], Any]) -> None:
 
 def _register_step(app: Celery, svc: Callable[[], Any], spec: TaskSpec) -> None:
     def step(self: Task, object_id: str) -> None:
-        run_task(svc(), spec.short, object_id)
+        with timed_task(spec.short):
+            run_task(svc(), spec.short, object_id)
 
     app.task(name=spec.name, bind=True, acks_late=spec.acks_late, shared=False)(step)
 
@@ -90,7 +92,8 @@ def _register_step(app: Celery, svc: Callable[[], Any], spec: TaskSpec) -> None:
 def _register_beat(app: Celery, svc: Callable[[], Any], spec: TaskSpec,
                    body: Callable[[Any], int]) -> None:
     def beat(self: Task) -> int:
-        return body(svc())
+        with timed_task(spec.short):
+            return body(svc())
 
     app.task(name=spec.name, bind=True, acks_late=spec.acks_late, shared=False)(beat)
 

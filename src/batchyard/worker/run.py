@@ -12,6 +12,7 @@ from celery.signals import beat_init, setup_logging
 
 from batchyard.config import Settings
 from batchyard.logs import configure
+from batchyard.metrics.exposition import serve_worker_metrics
 from batchyard.worker.app import create_celery, worker_queues
 
 
@@ -28,6 +29,8 @@ def run_worker(settings: Settings | None = None, *, concurrency: int = 8, beat: 
     settings = settings or Settings()
     _use_our_logging(loglevel, log_format)
     app = create_celery(settings)
+    if settings.metrics.worker_port:
+        serve_worker_metrics(settings.metrics.worker_port, settings.metrics.worker_addr)
     argv = ["worker", f"--loglevel={loglevel}", "--pool=threads",
             f"--concurrency={concurrency}", "-Q", ",".join(worker_queues(settings)),
             "--without-gossip", "--without-mingle", "--without-heartbeat"]

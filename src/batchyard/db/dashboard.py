@@ -1,0 +1,201 @@
+"""Aggregate reads for the dashboard and the scrape-time metrics.
+
+Every function is one or a few SELECTs over indexed columns, run on a connection the
+caller opens (:func:`connect`), so a page or a scrape costs a handful of round trips however
+large the tables are. Results are plain dataclasses and dicts: nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, String, and_, cast, func, or_, select
+
+from batchyard.db.engine import is_sqlite
+from batchyard.db.models import BatchRow, DeploymentStateRow, EventRow, PartRow, ResultRow
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, OPEN_BATCH_STATUSES
+
+#: Columns of a batch shown in the list (no errors JSON, no per-token details).
+_LIST_COLUMNS = (BatchRow.id, BatchRow.status, BatchRow.created_at, BatchRow.model,
+                 BatchRow.endpoint, BatchRow.total, BatchRow.completed, BatchRow.failed,
+                 BatchRow.metadata_.label("metadata"), BatchRow.owner_key_id,
+                 BatchRow.completed_at, BatchRow.failed_at, BatchRow.cancelled_at,
+                 BatchRow.expired_at)
+
+
+def connect(engine: Engine) -> Connection:
+    """A read connection (autocommit on PostgreSQL: each SELECT sees committed data)."""
+    conn = engine.connect()
+    if not is_sqlite(engine):
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
+
+
+def cost_column() -> Any | None:
+    """The batch's stored cost column, when the schema has one."""
+    for name in ("cost_usd", "cost", "total_cost_usd", "total_cost"):
+        column = getattr(BatchRow, name, None)
+        if column is not None:
+            return column
+    return None
+
+
+@dataclass
+class PipelineState:
+    """Counts the metrics endpoint exposes, read in one go at scrape time."""
+
+    batches: dict[str, int] = field(default_factory=dict)
+    parts: dict[tuple[str, str], int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    oldest_batch_created: float | None = None
+    oldest_part_created: float | None = None
+    #: deployment -> (requests the provider reported done, requests in live parts)
+    progress: dict[str, tuple[int, int]] = field(default_factory=dict)
+    spend: float | None = None
+
+
+def pipeline_state(conn: Connection) -> PipelineState:
+    """Batches by status, parts by status and deployment, request totals, oldest work."""
+    state = PipelineState()
+    for status, count in conn.execute(
+            select(BatchRow.status, func.count()).group_by(BatchRow.status)):
+        state.batches[status] = int(count)
+    for status, dep, count in conn.execute(
+            select(PartRow.status, PartRow.deployment, func.count())
+            .group_by(PartRow.status, PartRow.deployment)):
+        state.parts[(status, dep or "")] = int(count)
+    open_total = func.sum(BatchRow.total).filter(BatchRow.status.in_(OPEN_BATCH_STATUSES))
+    cost = cost_column()
+    row = conn.execute(select(
+        func.coalesce(func.sum(BatchRow.completed), 0), func.coalesce(func.sum(BatchRow.failed), 0),
+        func.coalesce(open_total, 0),
+        func.min(BatchRow.created_at).filter(BatchRow.status.in_(OPEN_BATCH_STATUSES)),
+        func.sum(cost) if cost is not None else func.min(None))).one()
+    state.requests = {"succeeded": int(row[0]), "failed": int(row[1]), "pending": int(row[2])}
+    state.oldest_batch_created = float(row[3]) if row[3] is not None else None
+    state.spend = float(row[4]) if row[4] is not None else None
+    live = PartRow.status.in_(LIVE_PART_STATUSES)
+    state.oldest_part_created = conn.execute(select(func.min(PartRow.created_at)).where(live)
+                                             ).scalar()
+    for dep, done, total in conn.execute(
+            select(PartRow.deployment, func.sum(PartRow.provider_done),
+                   func.sum(PartRow.request_count)).where(live).group_by(PartRow.deployment)):
+        state.progress[dep or ""] = (int(done or 0), int(total or 0))
+    return state
+
+
+@dataclass(frozen=True)
+class BatchFilter:
+    """What the batch list shows: whose batches, which status, a search text."""
+
+    owner: str | None = None
+    status: str | None = None
+    query: str | None = None
+    limit: int = 50
+
+
+def _filtered(stmt: Any, flt: BatchFilter, *, with_status: bool = True) -> Any:
+    if flt.owner is not None:
+        stmt = stmt.where(BatchRow.owner_key_id == flt.owner)
+    if with_status and flt.status:
+        stmt = stmt.where(BatchRow.status == flt.status)
+    if flt.query:
+        text = flt.query.strip()
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(BatchRow.id == text,
+                              cast(BatchRow.metadata_, String).ilike(pattern, escape="\\"),
+                              BatchRow.id.ilike(pattern, escape="\\")))
+    return stmt
+
+
+def list_batches(conn: Connection, flt: BatchFilter) -> list[dict[str, Any]]:
+    """The newest batches matching ``flt``, each with live progress from its parts."""
+    cost = cost_column()
+    columns = (*_LIST_COLUMNS, cost.label("cost")) if cost is not None else _LIST_COLUMNS
+    stmt = _filtered(select(*columns), flt).order_by(
+        BatchRow.created_at.desc(), BatchRow.id.desc()).limit(flt.limit)
+    rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    progress = live_progress(conn, [r["id"] for r in rows if r["status"] in OPEN_BATCH_STATUSES])
+    for r in rows:
+        r["done_live"] = progress.get(r["id"], 0)
+    return rows
+
+
+def live_progress(conn: Connection, batch_ids: Sequence[str]) -> dict[str, int]:
+    """Requests done so far per open batch: finished parts' counts plus live provider counts."""
+    if not batch_ids:
+        return {}
+    stmt = (select(PartRow.batch_id, func.sum(PartRow.provider_done))
+            .where(PartRow.batch_id.in_(batch_ids)).group_by(PartRow.batch_id))
+    return {bid: int(done or 0) for bid, done in conn.execute(stmt)}
+
+
+def status_counts(conn: Connection, flt: BatchFilter) -> dict[str, int]:
+    """How many batches per status (for the filter), with the owner and search applied."""
+    stmt = _filtered(select(BatchRow.status, func.count()), flt, with_status=False)
+    return {s: int(n) for s, n in conn.execute(stmt.group_by(BatchRow.status))}
+
+
+def batch_parts(conn: Connection, batch_id: str) -> list[dict[str, Any]]:
+    """A batch's parts in order, with deployment, provider ids, status and live counts."""
+    stmt = (select(PartRow.id, PartRow.seq, PartRow.attempt, PartRow.deployment, PartRow.status,
+                   PartRow.provider_batch_id, PartRow.provider_status, PartRow.request_count,
+                   PartRow.provider_done, PartRow.last_error, PartRow.created_at,
+                   PartRow.updated_at)
+            .where(PartRow.batch_id == batch_id).order_by(PartRow.seq))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def batch_events(conn: Connection, batch_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """The batch's status history (batch and part transitions), oldest first."""
+    stmt = (select(EventRow.entity, EventRow.part_id, EventRow.from_status, EventRow.to_status,
+                   EventRow.at, EventRow.reason)
+            .where(EventRow.batch_id == batch_id).order_by(EventRow.at, EventRow.id).limit(limit))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def failed_by_code(conn: Connection, batch_id: str) -> list[dict[str, Any]]:
+    """Failed requests grouped by error code: how many, first line, a sample message."""
+    code = func.coalesce(ResultRow.error_code, cast(ResultRow.status_code, String), "unknown")
+    stmt = (select(code.label("code"), func.count().label("count"),
+                   func.min(ResultRow.line_no).label("first_line"),
+                   func.min(ResultRow.error_message).label("message"))
+            .where(ResultRow.batch_id == batch_id, ResultRow.ok.is_(False))
+            .group_by(code).order_by(func.count().desc()))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+RESULT_COLUMNS = ("line_no", "custom_id", "ok", "status_code", "error_code", "error_message",
+                  "input_tokens", "output_tokens", "response_body")
+
+
+def iter_results(conn: Connection, batch_id: str, *, chunk: int = 1000
+                 ) -> Iterator[dict[str, Any]]:
+    """Every result row of a batch in input-line order, read in chunks (keyset on line_no)."""
+    after = -1
+    columns = [getattr(ResultRow, name) for name in RESULT_COLUMNS]
+    while True:
+        stmt = (select(*columns).where(ResultRow.batch_id == batch_id, ResultRow.line_no > after)
+                .order_by(ResultRow.line_no).limit(chunk))
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1]["line_no"]
+
+
+def deployment_load(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per deployment: parts in flight, tokens they hold (quota in use), block time."""
+    live = PartRow.status.in_(LIVE_PART_STATUSES)
+    out: dict[str, dict[str, Any]] = {}
+    for dep, parts, tokens in conn.execute(
+            select(PartRow.deployment, func.count(), func.sum(PartRow.estimated_tokens))
+            .where(and_(live, PartRow.deployment.is_not(None))).group_by(PartRow.deployment)):
+        out[str(dep)] = {"parts": int(parts), "tokens": int(tokens or 0), "blocked_until": None}
+    for dep_id, until in conn.execute(
+            select(DeploymentStateRow.deployment_id, DeploymentStateRow.blocked_until)):
+        out.setdefault(dep_id, {"parts": 0, "tokens": 0, "blocked_until": None})
+        out[dep_id]["blocked_until"] = until
+    return out

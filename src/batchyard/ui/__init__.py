@@ -1,0 +1,1 @@
+"""The web dashboard (``/ui``) and the Prometheus endpoint (``/metrics``) of the API."""
