@@ -12,6 +12,9 @@ Scope = dict[str, Any]
 #: Object ids in a path (batch_..., file-..., key_..., sched_...): replaced by ``{id}`` when
 #: no route template is known (the fast path answers ahead of the router).
 _ID_SEGMENT = re.compile(r"^[a-z]+[_-][A-Za-z0-9_-]{6,}$")
+#: The router's parameter names, so the fast path's answers share the routes' labels.
+_PARAM_AFTER = {"batches": "batch_id", "files": "file_id", "keys": "key_id",
+                "schedules": "schedule_id"}
 
 
 def route_label(scope: Scope, status: int) -> str:
@@ -26,7 +29,12 @@ def route_label(scope: Scope, status: int) -> str:
         return _with_params(path, params)
     if status == 404:
         return "unmatched"
-    return "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        if i and _ID_SEGMENT.match(seg):
+            name = _PARAM_AFTER.get(segments[i - 1], "id")
+            segments[i] = f"{{{name}}}"
+    return "/".join(segments)
 
 
 def _with_params(path: str, params: dict[str, Any]) -> str:

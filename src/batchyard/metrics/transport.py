@@ -30,7 +30,7 @@ def operation_of(method: str, path: str) -> str:
         if kind not in segments:
             continue
         rest = segments[len(segments) - segments[::-1].index(kind):]
-        noun = kind[:-1] if kind == "batches" else "file"
+        noun = "batch" if kind == "batches" else "file"
         if rest and rest[-1] in _LAST_SEGMENT_OPS and len(rest) > 1:
             return _LAST_SEGMENT_OPS[rest[-1]]
         if not rest:
@@ -69,6 +69,16 @@ class _Probe:
             time.perf_counter() - self.started)
         PROVIDER_CALLS.labels(operation=self.operation, deployment=self.deployment,
                               outcome=outcome).inc()
+
+
+def _count_if_read(response: httpx.Response, deployment: str) -> bool:
+    """Count a body the transport already read whole (True); False: it is still a stream."""
+    try:
+        size = len(response.content)
+    except httpx.ResponseNotRead:
+        return False
+    PROVIDER_DOWNLOAD_BYTES.labels(deployment=deployment).inc(size)
+    return True
 
 
 class _CountingStream(httpx.SyncByteStream):
@@ -114,8 +124,9 @@ class MeteredTransport(httpx.BaseTransport):
             probe.done(_failure(exc))
             raise
         probe.done(outcome_of(response.status_code))
-        if isinstance(response.stream, httpx.SyncByteStream):
-            response.stream = _CountingStream(response.stream, self._deployment)
+        if not _count_if_read(response, self._deployment):
+            response.stream = _CountingStream(
+                response.stream, self._deployment)  # type: ignore[arg-type]
         return response
 
     def close(self) -> None:
@@ -137,8 +148,9 @@ class AsyncMeteredTransport(httpx.AsyncBaseTransport):
             probe.done(_failure(exc))
             raise
         probe.done(outcome_of(response.status_code))
-        if isinstance(response.stream, httpx.AsyncByteStream):
-            response.stream = _AsyncCountingStream(response.stream, self._deployment)
+        if not _count_if_read(response, self._deployment):
+            response.stream = _AsyncCountingStream(
+                response.stream, self._deployment)  # type: ignore[arg-type]
         return response
 
     async def aclose(self) -> None:
