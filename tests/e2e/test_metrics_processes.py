@@ -77,11 +77,13 @@ def stack(tmp_path: Path, emulator_factory: Any, pg_database: str, redis_url: st
              str(api_port)], env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     base = f"http://127.0.0.1:{api_port}"
+    engine = sa.create_engine(pg_database)
     try:
         wait_for(lambda: _up(f"{base}/health/liveness"), timeout=60, message="API up")
         yield {"base": base, "worker": f"http://127.0.0.1:{worker_port}/metrics",
-               "engine": sa.create_engine(pg_database), "dir": settings.data_dir / "prometheus"}
+               "engine": engine, "dir": settings.data_dir / "prometheus"}
     finally:
+        engine.dispose()
         stop_process(api)
         stop_process(worker)
         print((tmp_path / "worker.log").read_text(errors="replace")[-3000:])
