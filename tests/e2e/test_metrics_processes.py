@@ -150,6 +150,7 @@ def _run_and_check(client: CountingClient, stack: Any) -> None:
         ok, failed = conn.execute(sa.text(
             "SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM results")
         ).one()
+        spend = conn.execute(sa.text("SELECT sum(cost_pico) FROM batches")).scalar_one()
     assert by_status == {"completed": 2}
     assert value(api, "batchyard_batches", status="completed") == 2
     assert value(api, "batchyard_batches", status="in_progress") == 0
@@ -160,6 +161,8 @@ def _run_and_check(client: CountingClient, stack: Any) -> None:
     assert value(api, "batchyard_requests", state="failed") == failed == 0
     assert value(api, "batchyard_requests", state="pending") == 0
     assert value(api, "batchyard_oldest_inflight_batch_age_seconds") == 0
+    assert spend > 0
+    assert value(api, "batchyard_cost_usd") == pytest.approx(int(spend) / 10**12)
 
     worker = scrape(stack["worker"])
     part_count = sum(count for _, _, count in parts)

@@ -22,7 +22,8 @@ _LIST_COLUMNS = (BatchRow.id, BatchRow.status, BatchRow.created_at, BatchRow.mod
                  BatchRow.endpoint, BatchRow.total, BatchRow.completed, BatchRow.failed,
                  BatchRow.metadata_.label("metadata"), BatchRow.owner_key_id,
                  BatchRow.completed_at, BatchRow.failed_at, BatchRow.cancelled_at,
-                 BatchRow.expired_at)
+                 BatchRow.expired_at, BatchRow.cost_pico, BatchRow.priced_requests,
+                 BatchRow.estimate_pico)
 
 
 def connect(engine: Engine) -> Connection:
@@ -33,13 +34,8 @@ def connect(engine: Engine) -> Connection:
     return conn
 
 
-def cost_column() -> Any | None:
-    """The batch's stored cost column, when the schema has one."""
-    for name in ("cost_usd", "cost", "total_cost_usd", "total_cost"):
-        column = getattr(BatchRow, name, None)
-        if column is not None:
-            return column
-    return None
+#: Stored money is in pico-dollars (10^-12 USD).
+PICO = 10**12
 
 
 @dataclass
@@ -67,15 +63,14 @@ def pipeline_state(conn: Connection) -> PipelineState:
             .group_by(PartRow.status, PartRow.deployment)):
         state.parts[(status, dep or "")] = int(count)
     open_total = func.sum(BatchRow.total).filter(BatchRow.status.in_(OPEN_BATCH_STATUSES))
-    cost = cost_column()
     row = conn.execute(select(
         func.coalesce(func.sum(BatchRow.completed), 0), func.coalesce(func.sum(BatchRow.failed), 0),
         func.coalesce(open_total, 0),
         func.min(BatchRow.created_at).filter(BatchRow.status.in_(OPEN_BATCH_STATUSES)),
-        func.sum(cost) if cost is not None else func.min(None))).one()
+        func.coalesce(func.sum(BatchRow.cost_pico), 0))).one()
     state.requests = {"succeeded": int(row[0]), "failed": int(row[1]), "pending": int(row[2])}
     state.oldest_batch_created = float(row[3]) if row[3] is not None else None
-    state.spend = float(row[4]) if row[4] is not None else None
+    state.spend = int(row[4]) / PICO
     live = PartRow.status.in_(LIVE_PART_STATUSES)
     state.oldest_part_created = conn.execute(select(func.min(PartRow.created_at)).where(live)
                                              ).scalar()
@@ -112,14 +107,14 @@ def _filtered(stmt: Any, flt: BatchFilter, *, with_status: bool = True) -> Any:
 
 def list_batches(conn: Connection, flt: BatchFilter) -> list[dict[str, Any]]:
     """The newest batches matching ``flt``, each with live progress from its parts."""
-    cost = cost_column()
-    columns = (*_LIST_COLUMNS, cost.label("cost")) if cost is not None else _LIST_COLUMNS
-    stmt = _filtered(select(*columns), flt).order_by(
+    stmt = _filtered(select(*_LIST_COLUMNS), flt).order_by(
         BatchRow.created_at.desc(), BatchRow.id.desc()).limit(flt.limit)
     rows = [dict(r) for r in conn.execute(stmt).mappings()]
     progress = live_progress(conn, [r["id"] for r in rows if r["status"] in OPEN_BATCH_STATUSES])
     for r in rows:
         r["done_live"] = progress.get(r["id"], 0)
+        r["cost"] = r["cost_pico"] / PICO if r["priced_requests"] else None
+        r["estimate"] = r["estimate_pico"] / PICO if r["estimate_pico"] is not None else None
     return rows
 
 

@@ -132,7 +132,7 @@ def _list_context(svc: Any, flt: dashboard.BatchFilter) -> dict[str, Any]:
         counts = dashboard.status_counts(conn, flt)
     return {"batches": rows, "counts": counts, "statuses": STATUSES, "status": flt.status,
             "q": flt.query or "", "now": time.time(), "open": OPEN_BATCH_STATUSES,
-            "show_cost": dashboard.cost_column() is not None}
+            "show_cost": any(r["cost"] is not None or r["estimate"] is not None for r in rows)}
 
 
 def _detail_context(svc: Any, batch_id: str, owner: str | None) -> dict[str, Any]:

@@ -45,7 +45,8 @@ class PipelineCollector(Collector):
                      "Age of the oldest provider batch (part) still being worked on (0: none).",
                      _age(now, state.oldest_part_created))
         if state.spend is not None:
-            yield _gauge("batchyard_cost_usd", "Stored cost of every batch, in US dollars.",
+            yield _gauge("batchyard_cost_usd",
+                         "Cost of every priced result so far, summed over batches (USD).",
                          state.spend)
         yield _gauge("batchyard_state_query_seconds",
                      "Time spent reading the pipeline state for this scrape.",

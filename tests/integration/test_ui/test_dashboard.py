@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from batchyard.api.app import create_app
 from batchyard.services import batches as batch_service
 from batchyard.services import keys
+from batchyard.ui.formatting import money
 from tests.e2e.helpers import InlineDriver, jsonl, request_line, upload
 
 MASTER = "sk-master-dashboard-test"
@@ -97,12 +98,17 @@ def test_list_and_detail_show_what_the_database_holds(ui: TestClient,
                                         "custom_id = 'bad'"), {"b": batch_id}).scalar_one()
         events = conn.execute(sa.text("SELECT count(*) FROM events WHERE batch_id = :b"),
                               {"b": batch_id}).scalar_one()
+        cost_pico, priced = conn.execute(sa.text(
+            "SELECT cost_pico, priced_requests FROM batches WHERE id = :b"), {"b": batch_id}).one()
     assert len(parts) == 2  # 6 requests, 4 per part
     for provider_batch_id, deployment in parts:
         assert provider_batch_id in detail and deployment in detail
     assert detail.count("<li><time>") == events
     failures = detail.split("Failed requests by error code")[1].split("</table>")[0]
     assert f'<td data-label="First line">{bad_line}</td>' in failures
+    assert priced > 0  # the emulator's model is in the bundled price table
+    assert f"{money(cost_pico / 10**12)} ({priced} priced" in detail
+    assert f'<td data-label="Cost">{money(cost_pico / 10**12)}</td>' in rows
 
 
 def test_results_download_as_jsonl_and_csv_match_the_result_rows(
