@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchyard.cli_pipeline import settings_env, start_worker_process, stop_process
+from batchyard.cli.processes import settings_env, start_worker_process, stop_process
 from batchyard.db import migrate
 from tests.e2e.helpers import fast_settings, jsonl, request_line, wait_for
 
