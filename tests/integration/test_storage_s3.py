@@ -160,3 +160,19 @@ def test_a_missing_bucket_is_a_storage_error_not_a_crash(settings: S3Settings) -
 def test_bad_s3_settings_are_refused(settings: S3Settings, update: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         S3FileStore.from_settings(settings.model_copy(update=update))
+
+
+def test_an_unreachable_server_is_a_storage_error(settings: S3Settings) -> None:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{_free_port()}",
+                          region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s",
+                          config=Config(retries={"total_max_attempts": 1}))
+    store = S3FileStore(client, settings.bucket)
+    for call in (lambda: store.put_stream("input/x", [b"x"]),
+                 lambda: store.open_stream("input/x"), lambda: store.exists("input/x"),
+                 lambda: store.delete("input/x")):
+        with pytest.raises(StorageError):
+            call()

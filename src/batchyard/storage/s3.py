@@ -35,6 +35,17 @@ def _error_code(exc: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _is_s3_failure(exc: BaseException) -> bool:
+    """An error from boto3/botocore (an S3 error answer, or no answer at all)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, BotoCoreError | ClientError)
+
+
+def _describe(exc: BaseException) -> str:
+    return _error_code(exc) or type(exc).__name__
+
+
 def client_from_settings(settings: S3Settings) -> Any:
     """A boto3 S3 client for ``settings`` (ConfigError if boto3 is not installed)."""
     try:
@@ -101,8 +112,8 @@ class S3FileStore(StoreShortcuts):
         except BaseException as exc:
             if upload is not None:
                 upload.abort()
-            if _error_code(exc):
-                raise StorageError(f"could not store {key!r}: {_error_code(exc)}") from exc
+            if _is_s3_failure(exc):
+                raise StorageError(f"could not store {key!r}: {_describe(exc)}") from exc
             raise
         return meter.result()
 
@@ -112,11 +123,11 @@ class S3FileStore(StoreShortcuts):
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
         except Exception as exc:
-            code = _error_code(exc)
-            if code in _MISSING:
+            if _error_code(exc) in _MISSING:
                 raise StorageError(f"nothing stored under {key!r}") from exc
-            raise StorageError(f"could not read {key!r}: {code or type(exc).__name__}"
-                               ) from exc
+            if _is_s3_failure(exc):
+                raise StorageError(f"could not read {key!r}: {_describe(exc)}") from exc
+            raise
         return self._chunks(body)
 
     def _chunks(self, body: Any) -> Iterator[bytes]:
@@ -125,16 +136,25 @@ class S3FileStore(StoreShortcuts):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; nothing happens when it is absent."""
-        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        name = self._name(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=name)
+        except Exception as exc:
+            if _is_s3_failure(exc):
+                raise StorageError(f"could not delete {key!r}: {_describe(exc)}") from exc
+            raise
 
     def exists(self, key: str) -> bool:
         """Is an object stored under ``key``?"""
+        name = self._name(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+            self.client.head_object(Bucket=self.bucket, Key=name)
         except Exception as exc:
             if _error_code(exc) in _MISSING:
                 return False
-            raise StorageError(f"could not look up {key!r}: {_error_code(exc)}") from exc
+            if _is_s3_failure(exc):
+                raise StorageError(f"could not look up {key!r}: {_describe(exc)}") from exc
+            raise
         return True
 
 
