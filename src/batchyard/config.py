@@ -44,6 +44,15 @@ class PipelineSettings(BaseModel):
     stale_seconds: float = 60.0
     #: When a deployment says token_limit_exceeded, wait this long before resubmitting.
     quota_retry_seconds: float = 300.0
+    #: How long a provider's list may lag behind its creates. After a crash, a look-up that
+    #: finds no batch (or upload) for a recorded intent younger than this waits and looks
+    #: again instead of concluding the create never happened.
+    provider_list_lag_seconds: float = 60.0
+    #: Clock difference tolerated between us and a provider when matching a lost Anthropic
+    #: create by its ``created_at`` (Anthropic batches carry no metadata to find them by).
+    provider_clock_skew_seconds: float = 30.0
+    #: ``max_tokens`` given to a chat line routed to Anthropic that sets none.
+    anthropic_default_max_tokens: int = 4096
     ingest_batch_rows: int = 2_000
     #: Prefix of the Celery queue names (``<queue>.batches``, ``<queue>.parts``,
     #: ``<queue>.tick``); separate deployments (or test runs) on one broker use their own.
@@ -169,6 +178,12 @@ class Settings(BaseSettings):
     azure_api_version: str | None = Field(
         default=None, validation_alias=AliasChoices("BATCHYARD_AZURE_API_VERSION",
                                                     "AZURE_API_VERSION", "OPENAI_API_VERSION"))
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_ANTHROPIC_API_KEY",
+                                                    "ANTHROPIC_API_KEY"))
+    anthropic_api_base: str | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHYARD_ANTHROPIC_API_BASE",
+                                                    "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"))
 
     #: Test-only crash hook: a worker SIGKILLs itself at this named pipeline point
     #: (``after_upload``, ``after_create``, ``mid_ingest``) to prove crash safety.

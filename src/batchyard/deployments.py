@@ -5,7 +5,8 @@
     model_list:
       - model_name: batch-gpt-4o-mini          # the group users write as "model"
         litellm_params:
-          model: azure/gpt-4o-mini             # azure/<deployment> or openai/<model>
+          model: azure/gpt-4o-mini             # azure/<deployment>, openai/<model> or
+                                               # anthropic/<model>
           api_key: os.environ/AZURE_API_KEY    # "os.environ/NAME" reads the environment
           api_base: os.environ/AZURE_API_BASE
           api_version: "2024-10-21"            # optional
@@ -24,8 +25,9 @@
     # router_settings.routing_strategy is honoured too (LiteLLM names are mapped).
 
 With the provider env keys set (``OPENAI_API_KEY`` [+ ``OPENAI_API_BASE``], ``AZURE_API_KEY``
-+ ``AZURE_API_BASE`` [+ ``AZURE_API_VERSION``]) a catch-all deployment per provider is added
-(id ``openai`` / ``azure``, model_name ``*``): it serves any model not named in the config and
++ ``AZURE_API_BASE`` [+ ``AZURE_API_VERSION``], ``ANTHROPIC_API_KEY`` [+
+``ANTHROPIC_API_BASE``]) a catch-all deployment per provider is added (id ``openai`` /
+``azure`` / ``anthropic``, model_name ``*``): it serves any model not named in the config and
 keeps the JSONL's own model. With no config file, these are the only deployments.
 """
 
@@ -218,13 +220,12 @@ class _EntryParser:
         spec = str(self.resolve(params.get("model"), "litellm_params.model") or "")
         prefix, sep, model = spec.partition("/")
         if not sep or not model:
-            self.fail(f"litellm_params.model must be 'azure/<deployment>' or 'openai/<model>', "
-                      f"got {spec!r}")
-        if prefix == "azure":
-            return "azure", model
-        if prefix == "openai":
-            return "openai", model
-        self.fail(f"unknown provider {prefix!r} in litellm_params.model (use azure/ or openai/)")
+            self.fail(f"litellm_params.model must be 'azure/<deployment>', 'openai/<model>' or "
+                      f"'anthropic/<model>', got {spec!r}")
+        if prefix in ("azure", "openai", "anthropic"):
+            return prefix, model  # type: ignore[return-value]
+        self.fail(f"unknown provider {prefix!r} in litellm_params.model (use azure/, openai/ "
+                  "or anthropic/)")
 
     def _credentials(self, params: Mapping[str, Any],
                      provider: ProviderKind) -> tuple[SecretStr | None, str | None, str | None]:
@@ -238,6 +239,9 @@ class _EntryParser:
             if not base:
                 self.fail("azure deployments need litellm_params.api_base (or AZURE_API_BASE)")
             return key_secret, base, version
+        if provider == "anthropic":
+            key_secret = SecretStr(key) if key else self.settings.anthropic_api_key
+            return key_secret, base or self.settings.anthropic_api_base, version
         key_secret = SecretStr(key) if key else self.settings.openai_api_key
         return key_secret, base or self.settings.openai_api_base, version
 
@@ -293,4 +297,8 @@ def _env_deployments(settings: Settings) -> list[Deployment]:
         found.append(Deployment(id="azure", model_name=ENV_MODEL_NAME, provider="azure", model="",
                                 api_key=settings.azure_api_key, api_base=settings.azure_api_base,
                                 api_version=settings.azure_api_version))
+    if settings.anthropic_api_key is not None:
+        found.append(Deployment(id="anthropic", model_name=ENV_MODEL_NAME, provider="anthropic",
+                                model="", api_key=settings.anthropic_api_key,
+                                api_base=settings.anthropic_api_base))
     return found

@@ -30,7 +30,8 @@ def fast_settings(data_dir: Path, *, emulator_url: str, database_url: str | None
     knobs: dict[str, Any] = {"part_max_requests": 4, "poll_min_seconds": 0.1,
                              "poll_max_seconds": 0.5, "poll_backoff": 1.5, "tick_seconds": 0.2,
                              "stale_seconds": 2.0, "quota_retry_seconds": 0.5,
-                             "ingest_batch_rows": 3, "queue": queue}
+                             "ingest_batch_rows": 3, "provider_list_lag_seconds": 0.5,
+                             "queue": queue}
     knobs.update(pipeline)
     # Short HTTP timeouts keep intent leases (timeout-bound) short, so crash tests recover fast.
     http = HttpSettings(connect_timeout=1.0, read_timeout=3.0, backoff_initial=0.05,

@@ -37,7 +37,7 @@ _KNOWN = frozenset({"model", "seed", "store", "metadata", "service_tier", "strea
                       "user", "parallel_tool_calls", "response_format", "n", "stream",
                       "max_tokens", "max_completion_tokens", "messages", "stop", "temperature",
                       "top_p", "tools", "tool_choice", "logprobs", "presence_penalty",
-                      "frequency_penalty", "logit_bias", "top_logprobs"})
+                      "frequency_penalty", "logit_bias", "top_logprobs", "x_emulator"})
 _ZERO_OK = {"presence_penalty": 0, "frequency_penalty": 0}
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
@@ -96,6 +96,8 @@ def chat_to_params(body: dict[str, Any], *, model: str | None = None,
     user = body.get("user")
     if isinstance(user, str) and user:
         params["metadata"] = {"user_id": user}
+    if "x_emulator" in body:  # the local emulator's fault marker travels as it is
+        params["x_emulator"] = body["x_emulator"]
     return params
 
 

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from batchyard.domain.pricing import PriceOverride
 from batchyard.errors import ConfigError
 
-ProviderKind = Literal["openai", "azure"]
+ProviderKind = Literal["openai", "azure", "anthropic"]
 
 #: Routing strategies understood by :func:`choose_deployment`.
 STRATEGIES: tuple[str, ...] = ("least_loaded", "round_robin", "weighted")

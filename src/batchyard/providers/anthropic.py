@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from batchyard.config import HttpSettings
+from batchyard.metrics.transport import async_metered, metered
 from batchyard.providers.base import (
     ProviderBatch,
     ProviderConfig,
@@ -316,21 +317,24 @@ def _client_headers(ops: AnthropicOperations) -> dict[str, str]:
 
 
 def build_anthropic_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
-                             transport: httpx.BaseTransport | None = None) -> AnthropicClient:
-    """A synchronous Anthropic adapter; ``transport`` lets tests mount the emulator."""
+                             transport: httpx.BaseTransport | None = None,
+                             label: str = "") -> AnthropicClient:
+    """A synchronous Anthropic adapter; ``transport`` lets tests mount the emulator;
+    ``label`` (the deployment id) names the calls in the provider metrics."""
     http = http or HttpSettings()
     ops = AnthropicOperations(config)
-    client = httpx.Client(transport=transport, headers=_client_headers(ops),
+    client = httpx.Client(transport=metered(transport, label), headers=_client_headers(ops),
                           timeout=build_timeout(http))
     return AnthropicClient(ops, SyncExecutor(client, http))
 
 
 def build_async_anthropic_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
-                                   transport: httpx.AsyncBaseTransport | None = None
-                                   ) -> AsyncAnthropicClient:
+                                   transport: httpx.AsyncBaseTransport | None = None,
+                                   label: str = "") -> AsyncAnthropicClient:
     """An asynchronous Anthropic adapter on ``httpx.AsyncClient``."""
     http = http or HttpSettings()
     ops = AnthropicOperations(config)
-    client = httpx.AsyncClient(transport=transport, headers=_client_headers(ops),
+    client = httpx.AsyncClient(transport=async_metered(transport, label),
+                               headers=_client_headers(ops),
                                timeout=build_timeout(http))
     return AsyncAnthropicClient(ops, AsyncExecutor(client, http))

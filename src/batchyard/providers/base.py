@@ -112,6 +112,14 @@ class ProviderPage(Generic[T]):
     last_id: str | None = None
 
 
+class BatchClient(Protocol):
+    """What every adapter (Files+Batches or Message Batches) offers on existing batches."""
+
+    def retrieve_batch(self, batch_id: str) -> ProviderBatch: ...
+    def cancel_batch(self, batch_id: str) -> ProviderBatch: ...
+    def list_batches(self, *, page_size: int = 100) -> Iterator[ProviderBatch]: ...
+
+
 class Provider(Protocol):
     """A synchronous provider adapter (also a context manager that closes its client)."""
 

@@ -15,11 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from batchyard.broker.nudge import celery_nudger
-from batchyard.config import Settings
+from batchyard.config import HttpSettings, Settings
 from batchyard.db.engine import make_engine, make_sessions, readonly_engine
 from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.routing import Deployment
-from batchyard.providers import ProviderConfig, build_provider
+from batchyard.providers import ProviderConfig, build_anthropic_provider, build_provider
+from batchyard.providers.anthropic import AnthropicClient
+from batchyard.providers.base import BatchClient
 from batchyard.providers.client import SyncProviderClient
 from batchyard.services.prices import PriceBook
 from batchyard.storage import FileStore, build_store
@@ -36,7 +38,29 @@ class ProviderPool:
         self._settings = settings
         self._deployments = deployments
         self._clients: dict[tuple[str, bool], SyncProviderClient] = {}
+        self._anthropic: dict[tuple[str, bool], AnthropicClient] = {}
         self._lock = threading.Lock()
+
+    def _http(self, once: bool) -> HttpSettings:
+        http = self._settings.http
+        return http.model_copy(update={"max_attempts": 1}) if once else http
+
+    def anthropic_for(self, deployment_id: str, *, once: bool = False) -> AnthropicClient:
+        """The Message Batches client of an Anthropic deployment (``once`` as below)."""
+        with self._lock:
+            client = self._anthropic.get((deployment_id, once))
+            if client is None:
+                dep = self._deployments.get(deployment_id)
+                client = build_anthropic_provider(provider_config(dep), self._http(once),
+                                                  label=deployment_id)
+                self._anthropic[(deployment_id, once)] = client
+            return client
+
+    def batches_for(self, deployment_id: str) -> BatchClient:
+        """The client that retrieves and cancels this deployment's batches, any provider."""
+        if self._deployments.get(deployment_id).provider == "anthropic":
+            return self.anthropic_for(deployment_id)
+        return self.for_deployment(deployment_id)
 
     def for_deployment(self, deployment_id: str, *, once: bool = False) -> SyncProviderClient:
         """The client of the deployment with this id.
@@ -49,10 +73,8 @@ class ProviderPool:
             client = self._clients.get((deployment_id, once))
             if client is None:
                 dep = self._deployments.get(deployment_id)
-                http = self._settings.http
-                if once:
-                    http = http.model_copy(update={"max_attempts": 1})
-                client = build_provider(provider_config(dep), http, label=deployment_id)
+                client = build_provider(provider_config(dep), self._http(once),
+                                        label=deployment_id)
                 self._clients[(deployment_id, once)] = client
             return client
 
@@ -61,7 +83,10 @@ class ProviderPool:
         with self._lock:
             for client in self._clients.values():
                 client.close()
+            for anthropic in self._anthropic.values():
+                anthropic.close()
             self._clients.clear()
+            self._anthropic.clear()
 
 
 def provider_config(dep: Deployment) -> ProviderConfig:

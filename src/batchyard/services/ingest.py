@@ -26,6 +26,7 @@ from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_
 from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
 from batchyard.metrics.counters import count_rows
+from batchyard.services import anthropic_parts
 from batchyard.services.container import Services
 from batchyard.services.costs import RowPricer, over_cap_after_ingest, stop_for_budget
 from batchyard.services.crash import crash_point
@@ -111,9 +112,12 @@ def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
 
 
 def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str) -> int:
-    provider = svc.providers.for_deployment(str(part.deployment))
     with tempfile.TemporaryFile() as tmp:
-        provider.download_file(file_id, tmp)  # streamed to disk, never held in memory
+        if anthropic_parts.is_anthropic(svc, part.deployment):
+            client = svc.providers.anthropic_for(str(part.deployment))
+            anthropic_parts.download_results(client, file_id, batch.endpoint, tmp)
+        else:  # streamed to disk, never held in memory
+            svc.providers.for_deployment(str(part.deployment)).download_file(file_id, tmp)
         tmp.seek(0)
         return ingest_stream(svc, part, batch, tmp)
 

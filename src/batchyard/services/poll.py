@@ -25,8 +25,7 @@ from batchyard.errors import (
     ProviderRejectedError,
     ProviderTransientError,
 )
-from batchyard.providers.base import ProviderBatch
-from batchyard.providers.client import SyncProviderClient
+from batchyard.providers.base import BatchClient, ProviderBatch
 from batchyard.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ def poll_part(svc: Services, part_id: str) -> None:
         batch = session.get(BatchRow, part.batch_id) if part else None
     if part is None or batch is None or part.status not in POLL_PART_STATUSES:
         return
-    provider = svc.providers.for_deployment(str(part.deployment))
+    provider = svc.providers.batches_for(str(part.deployment))
     try:
         if batch.cancel_requested and part.status == PartStatus.SUBMITTED:
             snapshot = _cancel(svc, provider, part)
@@ -92,7 +91,7 @@ def poll_part(svc: Services, part_id: str) -> None:
     _record(svc, part, snapshot)
 
 
-def _cancel(svc: Services, provider: SyncProviderClient, part: PartRow) -> ProviderBatch:
+def _cancel(svc: Services, provider: BatchClient, part: PartRow) -> ProviderBatch:
     """Cancel the provider batch (a batch that already ended cannot be: just read it)."""
     try:
         snapshot = provider.cancel_batch(str(part.provider_batch_id))
@@ -111,7 +110,9 @@ def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
             moved = transition_part(
                 session, part.id, POLL_PART_STATUSES, PartStatus.INGESTING,
                 reason=f"provider {snapshot.status}", provider_status=snapshot.status,
-                provider_output_file_id=snapshot.output_file_id,
+                # Anthropic's one results file is reached through its batch id.
+                provider_output_file_id=snapshot.output_file_id or (
+                    snapshot.id if snapshot.results_url else None),
                 provider_error_file_id=snapshot.error_file_id,
                 provider_errors={"data": errors} if errors else None,
                 next_poll_at=time.time())

@@ -25,6 +25,7 @@ from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_
 from batchyard.domain.lifecycle import BatchStatus, PartStatus
 from batchyard.domain.pricing import default_output_tokens
 from batchyard.errors import JsonlError
+from batchyard.services import anthropic_parts
 from batchyard.services.container import Services
 from batchyard.services.costs import TokenTally, record_estimates
 from batchyard.services.ids import new_part_id
@@ -74,9 +75,11 @@ def input_chunks(svc: Services, file_row: FileRow | None) -> Iterator[bytes]:
 
 def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -> list[str]:
     cfg = svc.settings.pipeline
-    blocks = iter_request_blocks(input_chunks(svc, file_row), endpoint=batch.endpoint)
-    parts = iter_part_blocks(blocks, max_requests=cfg.part_max_requests,
-                             max_bytes=cfg.part_max_bytes, line_overhead=rewrite_margin(svc))
+    blocks, max_requests, max_bytes = anthropic_parts.prepare_blocks(
+        svc, batch.model, batch.provider,
+        iter(iter_request_blocks(input_chunks(svc, file_row), endpoint=batch.endpoint)))
+    parts = iter_part_blocks(blocks, max_requests=max_requests, max_bytes=max_bytes,
+                             line_overhead=rewrite_margin(svc))
     now = time.time()
     with svc.sessions.begin() as session:
         writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows),

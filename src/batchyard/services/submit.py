@@ -25,7 +25,7 @@ from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderAuthError, ProviderRejectedError, ProviderTransientError
 from batchyard.providers.base import ProviderBatch
 from batchyard.providers.client import SyncProviderClient
-from batchyard.services import costs
+from batchyard.services import anthropic_parts, costs
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.routing import pick_deployment
@@ -55,6 +55,9 @@ def submit_part(svc: Services, part_id: str) -> str | None:
             return step.part.status if step else None
         try:
             fresh = _advance(svc, step)
+        except anthropic_parts.AmbiguousCreate as exc:
+            anthropic_parts.park_ambiguous(svc, step.part, exc)
+            return "parked"
         except ProviderTransientError as exc:
             _retry_later(svc, part_id, exc)
             return "retry"
@@ -141,9 +144,13 @@ def intent_lease(svc: Services, part: PartRow) -> float:
 
 def _upload(svc: Services, step: _Step) -> bool:
     part = step.part
+    if anthropic_parts.is_anthropic(svc, part.deployment):  # no files: requests go inline
+        return _uploaded(svc, part, None)
     provider = svc.providers.for_deployment(str(part.deployment), once=True)
     filename = f"{part.id}.jsonl"
     file_id = None if step.fresh else _find_upload(provider, filename)
+    if file_id is None and not step.fresh:
+        anthropic_parts.wait_for_list(svc, part.id, PartStatus.UPLOADING)
     if file_id is None:
         dep = svc.deployments.get(str(part.deployment))
         with tempfile.TemporaryFile() as tmp:
@@ -152,6 +159,10 @@ def _upload(svc: Services, step: _Step) -> bool:
             file_id = provider.upload_file(tmp, filename=filename, purpose="batch").id
         logger.info("part.uploaded", extra={"part_id": part.id, "file_id": file_id})
     crash_point(svc.settings, "after_upload")
+    return _uploaded(svc, part, file_id)
+
+
+def _uploaded(svc: Services, part: PartRow, file_id: str | None) -> bool:
     with svc.sessions.begin() as session:
         if not transition_part(session, part.id, PartStatus.UPLOADING, PartStatus.UPLOADED,
                                provider_file_id=file_id):
@@ -168,16 +179,12 @@ def _record_intent(svc: Services, part: PartRow, src: PartStatus, dst: PartStatu
 
 
 def _create(svc: Services, step: _Step) -> bool:
-    part, batch = step.part, step.batch
-    provider = svc.providers.for_deployment(str(part.deployment), once=True)
-    found = None if step.fresh else _find_batch(provider, part.id)
-    if found is None:
-        metadata = {"batchyard_part_id": part.id, "batchyard_batch_id": batch.id}
-        found = provider.create_batch(input_file_id=str(part.provider_file_id),
-                                      endpoint=batch.endpoint,
-                                      completion_window=batch.completion_window,
-                                      metadata=metadata)
-        logger.info("part.created", extra={"part_id": part.id, "provider_batch": found.id})
+    part = step.part
+    dep = svc.deployments.get(str(part.deployment))
+    if dep.provider == "anthropic":
+        found = anthropic_parts.create_batch(svc, part, dep, fresh=step.fresh)
+    else:
+        found = _create_with_metadata(svc, step)
     crash_point(svc.settings, "after_create")
     poll = svc.settings.pipeline.poll_min_seconds
     with svc.sessions.begin() as session:
@@ -186,6 +193,22 @@ def _create(svc: Services, step: _Step) -> bool:
                         poll_interval=poll,
                         next_poll_at=time.time() + poll, last_error=None)
     return False
+
+
+def _create_with_metadata(svc: Services, step: _Step) -> ProviderBatch:
+    part, batch = step.part, step.batch
+    provider = svc.providers.for_deployment(str(part.deployment), once=True)
+    found = None if step.fresh else _find_batch(provider, part.id)
+    if found is None and not step.fresh:
+        anthropic_parts.wait_for_list(svc, part.id, PartStatus.SUBMITTING)
+    if found is None:
+        metadata = {"batchyard_part_id": part.id, "batchyard_batch_id": batch.id}
+        found = provider.create_batch(input_file_id=str(part.provider_file_id),
+                                      endpoint=batch.endpoint,
+                                      completion_window=batch.completion_window,
+                                      metadata=metadata)
+        logger.info("part.created", extra={"part_id": part.id, "provider_batch": found.id})
+    return found
 
 
 def _find_upload(provider: SyncProviderClient, filename: str) -> str | None:
