@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer
@@ -209,3 +211,15 @@ def test_two_matching_candidates_are_not_guessed_between(
     driver.run_until(lambda: time.monotonic() > deadline)
     assert parts(driver, batch_id)[0]["status"] == "submitting"
     assert claude.emulator.stats()["batches_created"] == 2
+
+
+def test_health_checks_anthropic_deployments(driver: InlineDriver,
+                                             claude: EmulatorServer) -> None:
+    from batchyard.services.health import check_deployment
+
+    east = driver.svc.deployments.get("claude-east")
+    assert check_deployment(east).healthy is True
+    wrong = dataclasses.replace(east, api_key=SecretStr("sk-wrong"))
+    verdict = check_deployment(wrong)
+    assert verdict.healthy is False and "401" in str(verdict.error)
+    assert "sk-wrong" not in str(verdict.error)

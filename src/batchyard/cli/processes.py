@@ -297,7 +297,7 @@ def settings_env(cfg: Settings) -> dict[str, str]:
     """Environment variables that rebuild ``cfg`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
     env["BATCHYARD_DATA_DIR"] = str(cfg.data_dir)
-    for name in ("database_url", "broker_url", "openai_api_base", "crash_at"):
+    for name in ("database_url", "broker_url", "openai_api_base", "crash_at", "config_file"):
         value = getattr(cfg, name)
         if value:
             env[f"BATCHYARD_{name.upper()}"] = str(value)

@@ -19,7 +19,7 @@ from batchyard.config import HttpSettings, Settings
 from batchyard.deployments import DeploymentRegistry
 from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderError
-from batchyard.providers import ProviderConfig, build_provider
+from batchyard.providers import ProviderConfig, build_anthropic_provider, build_provider
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ def check_deployment(dep: Deployment, http: HttpSettings = CHECK_HTTP) -> Deploy
     config = ProviderConfig(kind=dep.provider, api_key=dep.api_key, api_base=dep.api_base,
                             api_version=dep.api_version)
     try:
-        with build_provider(config, http) as provider:
-            provider.list_batches_page(limit=1)
+        if dep.provider == "anthropic":
+            with build_anthropic_provider(config, http) as claude:
+                claude.list_batches_page(limit=1)
+        else:
+            with build_provider(config, http) as provider:
+                provider.list_batches_page(limit=1)
     except Exception as exc:  # every failure is reported, none may stop the other checks
         logger.info("health.deployment_failed", extra={"deployment_id": dep.id})
         return DeploymentHealth(dep.id, dep.model_name, dep.provider, False,
