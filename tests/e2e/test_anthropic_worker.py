@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
@@ -57,8 +58,16 @@ def _run_with_crash(point: str, emulator: EmulatorServer, pipeline_env: Any, pg_
     batch_id = _submit(svc, lines)
     assert doomed.wait(timeout=60) == -9  # it really died by SIGKILL at the crash point
     workers.start()
-    final = wait_for(lambda: (b := batch_service.get_batch(svc, batch_id, owner=None)).status
-                     in ("completed", "failed") and b, timeout=120, message="batch done")
+    try:
+        final = wait_for(lambda: (b := batch_service.get_batch(svc, batch_id, owner=None))
+                         .status in ("completed", "failed") and b, timeout=120,
+                         message="batch done")
+    except AssertionError as exc:
+        with svc.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, status, provider_batch_id, last_error "
+                                        "FROM parts")).all()
+        raise AssertionError(f"{exc}: parts {rows}, provider {emulator.emulator.stats()}, "
+                             f"log {workers.log.read_text(errors='replace')[-3000:]}") from None
     assert final.status == "completed"
     return svc, batch_id
 

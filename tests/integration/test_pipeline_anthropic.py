@@ -186,22 +186,39 @@ def test_a_lost_create_is_found_by_count_and_time_even_when_the_list_lags(
         assert sorted(firsts) == ["r0", "r4", "r8"]  # exactly one provider batch per part
 
 
-def test_two_matching_candidates_are_not_guessed_between(
-        driver: InlineDriver, claude: EmulatorServer) -> None:
-    # Someone else's batch of the same size, created in the part's intent window.
+def _direct_batch(claude: EmulatorServer, custom_ids: list[str]) -> str:
+    """A batch created at the provider behind batchyard's back (same key)."""
     config = ProviderConfig(kind="anthropic", api_key=KEY, api_base=claude.base_url)
-    requests = b"".join(orjson.dumps({"custom_id": f"x{i}", "params": {
+    requests = b"".join(orjson.dumps({"custom_id": cid, "params": {
         "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}})
-        + b"\n" for i in range(3))
+        + b"\n" for cid in custom_ids)
     with build_anthropic_provider(config) as client:
-        foreign = client.create_batch(io.BytesIO(requests))
+        return client.create_batch(io.BytesIO(requests)).id
+
+
+def test_a_same_sized_foreign_batch_is_told_apart_by_its_requests(
+        driver: InlineDriver, claude: EmulatorServer) -> None:
+    foreign = _direct_batch(claude, ["x0", "x1", "x2"])
+    lose_create_answers(claude, 1, list_lag=0.0)
+    batch_id = submit(driver, [chat_line(f"r{i}") for i in range(3)])
+    driver.run_until(lambda: status(driver, batch_id) == "completed")
+    (part,) = parts(driver, batch_id)
+    assert part["provider_batch_id"] not in (None, foreign)
+    assert claude.emulator.stats()["batches_created"] == 2  # the foreign one and ours
+    rows = results_by_custom_id(driver.svc.engine, batch_id)
+    assert {cid: len(found) for cid, found in rows.items()} == {"r0": 1, "r1": 1, "r2": 1}
+
+
+def test_a_part_found_created_twice_is_parked_not_guessed(
+        driver: InlineDriver, claude: EmulatorServer) -> None:
+    twin = _direct_batch(claude, ["r0", "r1", "r2"])  # the same requests, already sent once
     lose_create_answers(claude, 1, list_lag=0.0)
     batch_id = submit(driver, [chat_line(f"r{i}") for i in range(3)])
     part = driver.run_until(lambda: next(
         (p for p in parts(driver, batch_id) if "ambiguous" in (p["last_error"] or "")), None))
     assert part["status"] == "submitting" and part["provider_batch_id"] is None
-    assert foreign.id in part["last_error"]
-    assert claude.emulator.stats()["batches_created"] == 2  # the foreign one and ours
+    assert twin in part["last_error"]
+    assert claude.emulator.stats()["batches_created"] == 2
     with driver.svc.engine.connect() as conn:
         reasons = list(conn.scalars(sa.text(
             "SELECT reason FROM events WHERE part_id = :p AND from_status = 'submitting' "

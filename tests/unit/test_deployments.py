@@ -33,7 +33,8 @@ def settings_for(tmp_path: Path, text: str | None, **env: str) -> Settings:
         config.write_text(text)
     values: dict[str, object] = {"openai_api_key": None, "openai_api_base": None,
                                  "azure_api_key": None, "azure_api_base": None,
-                                 "azure_api_version": None, "config_file": config}
+                                 "azure_api_version": None, "anthropic_api_key": None,
+                                 "anthropic_api_base": None, "config_file": config}
     values.update(env)
     return Settings(**values)
 
@@ -168,3 +169,42 @@ def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     settings.config_file = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_deployments(settings)
+
+
+CLAUDE_CONFIG = """
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: os.environ/BY_TEST_ANT_KEY}
+    model_info: {id: claude-a}
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: https://claude-b.example.invalid
+    model_info: {id: claude-b}
+"""
+
+
+def test_anthropic_models_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BY_TEST_ANT_KEY", "ant-secret")
+    settings = settings_for(tmp_path, CLAUDE_CONFIG, anthropic_api_key=SecretStr("ant-env"),
+                            anthropic_api_base="https://env.example.invalid")
+    registry = load_deployments(settings)
+    a, b, env = registry.all()
+    assert (a.provider, a.model, a.api_base) == ("anthropic", "claude-sonnet-4-5",
+                                                 "https://env.example.invalid")
+    assert a.api_key is not None and a.api_key.get_secret_value() == "ant-secret"
+    assert b.api_key is not None and b.api_key.get_secret_value() == "ant-env"
+    assert b.api_base == "https://claude-b.example.invalid"
+    assert (env.id, env.provider, env.model) == ("anthropic", "anthropic", "")
+    assert [d.id for d in registry.for_model("claude")] == ["claude-a", "claude-b"]
+    assert [d.id for d in registry.for_model("claude-3-haiku")] == ["anthropic"]
+    assert "ant-secret" not in str(registry.describe()) + repr(registry.all())
+
+
+def test_anthropic_env_alone_reads_the_usual_names(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "ant-from-env")
+    monkeypatch.setenv("ANTHROPIC_API_BASE", "http://127.0.0.1:9")
+    settings = Settings(openai_api_key=None, azure_api_key=None, config_file=None)
+    (dep,) = load_deployments(settings).all()
+    assert (dep.id, dep.api_base) == ("anthropic", "http://127.0.0.1:9")

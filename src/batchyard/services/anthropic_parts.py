@@ -8,12 +8,15 @@ Anthropic has no Files API and no batch metadata, so two things differ from Open
 * **Finding a create whose answer was lost.** There is no tag to look for. Instead the
   provider's batches created inside the *intent window* (from the recorded ``submitting``
   intent, less a clock-skew allowance, until now) are listed, and those whose request count
-  equals the part's and which no other part owns are the candidates. One candidate is the
-  lost create: it is adopted. Two or more cannot be told apart (two parts of the same size
-  submitted in the same window, both with lost answers): nothing is guessed, the part is
-  parked with the candidates in ``last_error`` and an event row, for an operator. None:
-  if the intent is younger than ``provider_list_lag_seconds`` the list may not show the
-  batch yet, so the look-up is repeated later; after that the create is sent again.
+  equals the part's and which no other part owns are the candidates. A candidate that has
+  ended shows its requests: a sample of its result lines must all be this part's
+  custom_ids. One such batch is the lost create: it is adopted. A candidate still running
+  cannot be told from another part's batch of the same size, so the look-up waits for it
+  to end. Two batches that both carry this part's requests (it was already created twice):
+  nothing is guessed, the part is parked with them in ``last_error`` and an event row, for
+  an operator. No candidate of ours: if the intent is younger than
+  ``provider_list_lag_seconds`` the list may not show the batch yet, so the look-up is
+  repeated later; after that the create is sent again.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from batchyard.domain.lifecycle import PartStatus
 from batchyard.domain.routing import Deployment
 from batchyard.errors import JsonlError, ProviderTransientError
 from batchyard.providers.anthropic import AnthropicClient
-from batchyard.providers.base import BatchClient, ProviderBatch
+from batchyard.providers.base import ProviderBatch
 from batchyard.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 #: Share of the body limit left to input lines: translation may make a line longer.
 _BODY_SHARE = 0.85
+#: Result lines read to tell whose requests an ended candidate batch ran.
+_SAMPLE = 50
 #: How long a part with an ambiguous lost create stays parked before it is looked at again.
 PARK_SECONDS = 24 * 3600.0
 
@@ -126,7 +131,8 @@ def wait_for_list(svc: Services, part_id: str, status: PartStatus) -> None:
                                      "looking again", retry_after=left)
 
 
-def find_lost_create(svc: Services, client: BatchClient, part: PartRow) -> ProviderBatch | None:
+def find_lost_create(svc: Services, client: AnthropicClient,
+                     part: PartRow) -> ProviderBatch | None:
     """The provider batch that a lost create made for ``part`` (see the module docstring)."""
     started = intent_at(svc, part.id, PartStatus.SUBMITTING)
     if started is None:
@@ -140,9 +146,40 @@ def find_lost_create(svc: Services, client: BatchClient, part: PartRow) -> Provi
             matches.append(pbatch)
     owned = _owned_by_other_parts(svc, part.id, [m.id for m in matches])
     candidates = [m for m in matches if m.id not in owned]
-    if len(candidates) > 1:
-        raise AmbiguousCreate([c.id for c in candidates])
-    return candidates[0] if candidates else None
+    if not candidates:
+        return None
+    ours = _custom_ids(svc, part.id)
+    verified, undecided = [], []
+    for candidate in candidates:
+        if candidate.results_url is None:  # still running: its requests cannot be seen yet
+            undecided.append(candidate.id)
+        elif _results_belong(client, candidate.id, ours):
+            verified.append(candidate)
+    if len(verified) > 1:
+        raise AmbiguousCreate([v.id for v in verified])
+    if verified:
+        return verified[0]
+    if undecided:
+        raise ProviderTransientError(
+            f"possible lost creates {', '.join(undecided)} are still running; their requests "
+            "show once they end", retry_after=svc.settings.pipeline.poll_min_seconds)
+    return None
+
+
+def _custom_ids(svc: Services, part_id: str) -> set[str]:
+    stmt = select(RequestRow.custom_id).where(RequestRow.part_id == part_id)
+    with svc.sessions() as session:
+        return set(session.scalars(stmt))
+
+
+def _results_belong(client: AnthropicClient, batch_id: str, ours: set[str]) -> bool:
+    """Whether a sample of an ended batch's results are all this part's requests."""
+    with tempfile.TemporaryFile() as raw:
+        client.download_results(batch_id, raw)
+        raw.seek(0)
+        sample = [orjson.loads(line)["custom_id"] for _, line in zip(range(_SAMPLE),
+                                                                     _lines(raw), strict=False)]
+    return bool(sample) and all(custom_id in ours for custom_id in sample)
 
 
 def _owned_by_other_parts(svc: Services, part_id: str, batch_ids: list[str]) -> set[str]:
