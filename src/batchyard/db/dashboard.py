@@ -11,11 +11,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, and_, cast, func, or_, select
+from sqlalchemy import Connection, Engine, String, and_, case, cast, func, or_, select
 
 from batchyard.db.engine import is_sqlite
 from batchyard.db.models import BatchRow, DeploymentStateRow, EventRow, PartRow, ResultRow
-from batchyard.domain.lifecycle import LIVE_PART_STATUSES, OPEN_BATCH_STATUSES
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, OPEN_BATCH_STATUSES, PartStatus
 
 #: Columns of a batch shown in the list (no errors JSON, no per-token details).
 _LIST_COLUMNS = (BatchRow.id, BatchRow.status, BatchRow.created_at, BatchRow.model,
@@ -118,11 +118,18 @@ def list_batches(conn: Connection, flt: BatchFilter) -> list[dict[str, Any]]:
     return rows
 
 
+def part_done() -> Any:
+    """Requests of a part that are done: all of an ingested part's, else the provider's count
+    at the last poll."""
+    return case((PartRow.status == PartStatus.INGESTED, PartRow.request_count),
+                else_=PartRow.provider_done)
+
+
 def live_progress(conn: Connection, batch_ids: Sequence[str]) -> dict[str, int]:
     """Requests done so far per open batch: finished parts' counts plus live provider counts."""
     if not batch_ids:
         return {}
-    stmt = (select(PartRow.batch_id, func.sum(PartRow.provider_done))
+    stmt = (select(PartRow.batch_id, func.sum(part_done()))
             .where(PartRow.batch_id.in_(batch_ids)).group_by(PartRow.batch_id))
     return {bid: int(done or 0) for bid, done in conn.execute(stmt)}
 
@@ -137,7 +144,7 @@ def batch_parts(conn: Connection, batch_id: str) -> list[dict[str, Any]]:
     """A batch's parts in order, with deployment, provider ids, status and live counts."""
     stmt = (select(PartRow.id, PartRow.seq, PartRow.attempt, PartRow.deployment, PartRow.status,
                    PartRow.provider_batch_id, PartRow.provider_status, PartRow.request_count,
-                   PartRow.provider_done, PartRow.last_error, PartRow.created_at,
+                   part_done().label("done"), PartRow.last_error, PartRow.created_at,
                    PartRow.updated_at)
             .where(PartRow.batch_id == batch_id).order_by(PartRow.seq))
     return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -141,7 +141,7 @@ def _detail_context(svc: Any, batch_id: str, owner: str | None) -> dict[str, Any
         parts = dashboard.batch_parts(conn, batch_id)
         events = dashboard.batch_events(conn, batch_id)
         failures = dashboard.failed_by_code(conn, batch_id)
-    done = sum(p["provider_done"] or 0 for p in parts)
+    done = sum(p["done"] or 0 for p in parts)
     return {"batch": record, "parts": parts, "events": events, "failures": failures,
             "now": time.time(), "live_done": done,
             "terminal": record.status in TERMINAL_BATCH_STATUSES,

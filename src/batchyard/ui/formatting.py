@@ -50,6 +50,8 @@ def money(value: Any) -> str:
     if value is None:
         return ""
     amount = float(value)
+    if amount < 0.01:
+        return f"${amount:.6f}"
     return f"${amount:,.4f}" if amount < 1 else f"${amount:,.2f}"
 
 
