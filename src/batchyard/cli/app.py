@@ -44,9 +44,9 @@ def version() -> None:
 
 
 def _register() -> None:
-    from batchyard.cli import batches, db, demo, health, keys, processes, schedules
+    from batchyard.cli import batches, costs, db, demo, health, keys, processes, schedules
 
-    for module in (batches, processes, health, demo, keys, schedules, db):
+    for module in (batches, processes, health, demo, keys, schedules, db, costs):
         module.register(app)
 
 

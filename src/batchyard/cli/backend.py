@@ -70,6 +70,12 @@ class Backend(Protocol):
     def schedule_runs(self, schedule_id: str, limit: int) -> list[JsonObject]:
         """A schedule's runs, newest first."""
 
+    def cost_report(self, query: JsonObject) -> JsonObject:
+        """Spend grouped as ``query`` says (``group_by``, ``since``, ``until``, ...)."""
+
+    def request_costs(self, batch_id: str) -> JsonObject:
+        """Each request's cost in a batch."""
+
     def close(self) -> None:
         """Release connections."""
 

@@ -92,23 +92,25 @@ def follow(backend: Backend, batch_id: str, *, timeout: float | None = None,
         TimeRemainingColumn,
     )
 
+    from batchyard.cli.render import cost_text
     from batchyard.domain.lifecycle import TERMINAL_BATCH_STATUSES
 
     columns = (TextColumn("[bold]{task.fields[status]:<11}"), BarColumn(),
                TextColumn("{task.completed:>6.0f}/{task.fields[shown_total]:<6} done"),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[cost]}"))
     deadline = None if timeout is None else time.monotonic() + timeout
     batch = backend.get_batch(batch_id)
     try:
         # The ETA is rich's: remaining / the rate of the last 30 s of progress updates.
         with Progress(*columns, speed_estimate_period=30.0) as bar:
             task = bar.add_task(batch_id, total=None, status=batch.status, failed=0,
-                                shown_total="?")
+                                shown_total="?", cost="")
             while True:
                 c = batch.request_counts
                 bar.update(task, total=c.total or None, completed=c.completed + c.failed,
-                           status=batch.status, failed=c.failed, shown_total=c.total or "?")
+                           status=batch.status, failed=c.failed, shown_total=c.total or "?",
+                           cost=cost_text(batch))
                 if batch.status in TERMINAL_BATCH_STATUSES:
                     break
                 if deadline is not None and time.monotonic() > deadline:
@@ -173,41 +175,54 @@ def results(batch: Annotated[str, typer.Argument(help="The batch id.")],
             failed_only: Annotated[bool, typer.Option(
                 "--failed-only", help="Only the requests that failed.")] = False,
             url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Write a batch's results (one line per request, input order) as JSONL or CSV."""
+    """Write a batch's results (one line per request, input order) as JSONL or CSV.
+
+    Each carries its cost: ``batchyard_cost`` in JSONL, ``cost_usd`` / ``price_source`` in CSV.
+    """
     with open_backend(url, api_key) as backend:
         backend.get_batch(batch)  # an unknown batch is an error, not an empty file
+        costs = {c["custom_id"]: c for c in backend.request_costs(batch)["data"]}
         lines = backend.result_lines(batch, failed_only=failed_only)
         if output is not None and output.suffix.lower() == ".csv":
             with output.open("w", newline="", encoding="utf-8") as fh:
-                n = write_csv(lines, fh)
+                n = write_csv(lines, fh, costs)
         elif output is not None:
             with output.open("wb") as out:
-                n = write_jsonl(lines, out)
+                n = write_jsonl(lines, out, costs)
         else:
-            n = write_jsonl(lines, sys.stdout.buffer)
+            n = write_jsonl(lines, sys.stdout.buffer, costs)
             sys.stdout.flush()
     if output is not None:
         typer.echo(f"{n} results written to {output}")
 
 
-def write_jsonl(lines: Any, out: BinaryIO) -> int:
-    """Copy result lines; returns how many."""
+def write_jsonl(lines: Any, out: BinaryIO, costs: dict[str, Any] | None = None) -> int:
+    """Copy result lines, each with its ``batchyard_cost`` when known; returns how many."""
+    import orjson
+
     n = 0
     for line in lines:
+        if costs:
+            data = orjson.loads(line)
+            cost = costs.get(data.get("custom_id"))
+            if cost is not None:
+                data["batchyard_cost"] = {k: v for k, v in cost.items() if k != "custom_id"}
+                line = orjson.dumps(data) + b"\n"
         out.write(line)
         n += 1
     return n
 
 
 CSV_COLUMNS = ["custom_id", "ok", "status_code", "content", "error_code", "error_message",
-               "input_tokens", "output_tokens"]
+               "input_tokens", "output_tokens", "cost_usd", "price_source"]
 
 
-def csv_row(line: bytes) -> list[Any]:
-    """One CSV row from an OpenAI-shaped result line."""
+def csv_row(line: bytes, costs: dict[str, Any] | None = None) -> list[Any]:
+    """One CSV row from an OpenAI-shaped result line (and its cost, when known)."""
     import orjson
 
     data = orjson.loads(line)
+    cost = (costs or {}).get(data.get("custom_id")) or {}
     response = data.get("response") or {}
     body = response.get("body") or {}
     error = data.get("error") or body.get("error") or {}
@@ -220,16 +235,17 @@ def csv_row(line: bytes) -> list[Any]:
     usage = body.get("usage") or {}
     return [data.get("custom_id", ""), ok, status_code or "", content, error.get("code") or "",
             error.get("message") or "", usage.get("prompt_tokens", usage.get("input_tokens", 0)),
-            usage.get("completion_tokens", usage.get("output_tokens", 0))]
+            usage.get("completion_tokens", usage.get("output_tokens", 0)),
+            cost.get("cost") or "", cost.get("price_source") or cost.get("unpriced_reason") or ""]
 
 
-def write_csv(lines: Any, out: Any) -> int:
-    """One CSV row per request: id, outcome, the answer text (chat), error, tokens."""
+def write_csv(lines: Any, out: Any, costs: dict[str, Any] | None = None) -> int:
+    """One CSV row per request: id, outcome, the answer text (chat), error, tokens, cost."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     n = 0
     for line in lines:
-        writer.writerow(csv_row(line))
+        writer.writerow(csv_row(line, costs))
         n += 1
     return n
 

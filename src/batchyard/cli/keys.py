@@ -52,12 +52,45 @@ def keys_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     with open_backend(url, api_key) as backend:
         records = backend.list_keys()
     table = Table(Column("id", no_wrap=True), "name", "prefix", "created_at", "revoked_at",
-                  "max_file_bytes", "max_batches_in_flight", "can_schedule")
+                  "max_file_bytes", "max_batches_in_flight", "can_schedule", "budget (USD)",
+                  "spent (USD)")
     for k in records:
         table.add_row(k["id"], k["name"], k["key_prefix"] + "…", _when(k["created_at"]),
                       _when(k["revoked_at"]), str(k["max_file_bytes"] or "-"),
-                      str(k["max_batches_in_flight"] or "-"), str(k["can_schedule"]))
+                      str(k["max_batches_in_flight"] or "-"), str(k["can_schedule"]),
+                      _budget(k), k.get("spent_usd") or "-")
     Console().print(table)
+
+
+def _budget(key: dict[str, object]) -> str:
+    amount = key.get("max_budget_usd")
+    return "-" if amount is None else f"{amount} ({key.get('budget_period') or 'total'})"
+
+
+@keys_app.command("budget")
+def keys_budget(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
+    max_usd: Annotated[str | None, typer.Option(
+        "--max-usd", help="The budget in USD (omit to remove it).", show_default=False)] = None,
+    monthly: Annotated[bool, typer.Option(
+        "--monthly", help="Per calendar month (UTC) instead of in total.")] = False,
+) -> None:
+    """Set a key's spending budget: creates that would pass it are refused."""
+    from batchyard.cli.local import open_services
+    from batchyard.errors import BatchyardError
+    from batchyard.services import costs
+
+    svc = open_services()
+    try:
+        view = costs.set_key_budget(svc, key_id, max_budget_usd=max_usd,
+                                    period="monthly" if monthly else "total")
+    except BatchyardError as exc:
+        fail(exc.message, EXIT_USAGE)
+    finally:
+        svc.close()
+    fields = costs.budget_fields(view)
+    typer.echo(f"{key_id}: budget {fields['max_budget_usd'] or 'none'} "
+               f"({fields['budget_period'] or '-'}), spent {fields['spent_usd']}")
 
 
 @keys_app.command("revoke")

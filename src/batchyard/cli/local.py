@@ -129,10 +129,22 @@ class LocalBackend:
         return {**record.to_dict(), "key": plaintext}
 
     def list_keys(self) -> list[JsonObject]:
-        """Every virtual key."""
-        from batchyard.services import keys
+        """Every virtual key, with its budget and spend."""
+        from batchyard.services import costs, keys
 
-        return [k.to_dict() for k in keys.list_keys(self.svc)]
+        return costs.with_spend(self.svc, [k.to_dict() for k in keys.list_keys(self.svc)])
+
+    def cost_report(self, query: JsonObject) -> JsonObject:
+        """Spend grouped as asked (stored sums)."""
+        from batchyard.services import costs
+
+        return costs.report_object(self.svc, **query)
+
+    def request_costs(self, batch_id: str) -> JsonObject:
+        """Each request's cost in a batch."""
+        from batchyard.services import costs
+
+        return costs.request_costs_object(self.svc, batch_id)
 
     def revoke_key(self, key_id: str) -> JsonObject:
         """Revoke a key."""

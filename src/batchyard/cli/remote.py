@@ -162,6 +162,22 @@ class RemoteBackend:
         """DELETE /admin/keys/{id}."""
         return dict(self._call("DELETE", f"/admin/keys/{key_id}"))
 
+    def cost_report(self, query: JsonObject) -> JsonObject:
+        """GET /admin/costs (master key)."""
+        params = {("key_id" if k == "owner" else k): v for k, v in query.items()
+                  if v is not None}
+        return dict(self._call("GET", "/admin/costs", params=params))
+
+    def request_costs(self, batch_id: str) -> JsonObject:
+        """GET /admin/costs/requests (master key; with another key: no per-request costs)."""
+        try:
+            response = self.http.get("/admin/costs/requests", params={"batch_id": batch_id})
+        except httpx.TransportError:
+            return {"object": "list", "data": []}
+        if response.status_code >= 400:
+            return {"object": "list", "data": []}
+        return dict(response.json())
+
     def create_schedule(self, spec: JsonObject) -> JsonObject:
         """POST /v1/schedules."""
         return dict(self._call("POST", "/v1/schedules", json=spec))

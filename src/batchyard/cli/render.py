@@ -69,11 +69,25 @@ def progress_line(batch: BatchRecord, now: float | None = None) -> str:
         text += f" ({100 * done // c.total}%)"
     if c.failed:
         text += f", {c.failed} failed"
+    text += f", {cost_text(batch)}"
     started = batch.in_progress_at
     if started and done and batch.status in ("in_progress", "finalizing"):
         elapsed = max((now or time.time()) - started, 1e-3)
         rate = done / elapsed
         text += f", {rate:.1f} req/s, ETA {duration((c.total - done) / rate)}"
+    return text
+
+
+def cost_text(batch: BatchRecord) -> str:
+    """``$0.000412 spent (estimate $0.001360)``, plus unpriced answers when there are any."""
+    from decimal import Decimal
+
+    cost = batch.cost
+    text = f"${Decimal(cost.actual):.6f} spent"
+    if cost.estimate is not None:
+        text += f" (estimate ${Decimal(cost.estimate):.6f})"
+    if cost.unpriced_requests:
+        text += f", {cost.unpriced_requests} unpriced"
     return text
 
 
@@ -113,6 +127,7 @@ def print_outcome(console: Console, batch: BatchRecord, failures: list[FailureGr
     else:
         console.print(f"[red]{batch.id} ended {batch.status}: {c.completed} succeeded, "
                       f"{c.failed} failed of {c.total}[/]", highlight=False)
+    console.print(f"  cost: {cost_text(batch)}", highlight=False)
     print_reasons(console, batch, failures, parts)
     return code
 

@@ -202,3 +202,11 @@ def cost_report(session: Session, *, group_by: str, since: int | None = None,
     return [CostRow(None if r[0] is None else str(r[0]), *(int(v) for v in r[1:]))
             for r in session.execute(stmt)]
 
+
+
+def request_costs(session: Session, batch_id: str) -> list[tuple[Any, ...]]:
+    """(custom_id, cost_pico, currency, price_source, unpriced_reason) of a batch's results."""
+    return [tuple(row) for row in session.execute(
+        select(ResultRow.custom_id, ResultRow.cost_pico, ResultRow.cost_currency,
+               ResultRow.price_source, ResultRow.unpriced_reason)
+        .where(ResultRow.batch_id == batch_id))]

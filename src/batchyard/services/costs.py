@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+from batchyard.config import Settings
 from batchyard.db import costs as cost_db
 from batchyard.db.models import BatchRow, FileRow, PartRow
+from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.jsonl import OutputLine, iter_request_blocks
 from batchyard.domain.lifecycle import OPEN_BATCH_STATUSES
 from batchyard.domain.pricing import (
@@ -34,6 +36,7 @@ from batchyard.domain.pricing import (
 )
 from batchyard.errors import InvalidInputError, NotFoundError
 from batchyard.services.container import Services
+from batchyard.services.prices import PriceBook
 
 BUDGET_PERIODS = ("total", "monthly")
 
@@ -99,7 +102,28 @@ class RowPricer:
 
 # -- estimates -----------------------------------------------------------------------------
 
-def price_for_group(svc: Services, model: str | None, provider: str | None,
+class Pricing(Protocol):
+    """What an estimate needs: the deployments and their prices (``Services`` has both)."""
+
+    deployments: DeploymentRegistry
+    prices: PriceBook
+
+
+@dataclass
+class OfflinePricing:
+    """Deployments and prices from Settings alone (no database): ``batchyard estimate``."""
+
+    deployments: DeploymentRegistry
+    prices: PriceBook
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OfflinePricing:
+        """Read ``config.yaml`` / the env deployments as the workers would."""
+        registry = load_deployments(settings)
+        return cls(registry, PriceBook(registry))
+
+
+def price_for_group(svc: Pricing, model: str | None, provider: str | None,
                     at: float | None = None) -> PriceLookup:
     """The price a batch of ``model`` is expected to pay (its first deployment's)."""
     deps = svc.deployments.for_model(model, provider)
@@ -123,7 +147,7 @@ class TokenTally:
         self.output_tokens += sum(line_output_limit(raw, default_out) for raw in raws)
 
 
-def estimate_chunks(svc: Services, chunks: Iterable[bytes], *, endpoint: str | None = None,
+def estimate_chunks(svc: Pricing, chunks: Iterable[bytes], *, endpoint: str | None = None,
                     model: str | None = None, provider: str | None = None) -> Estimate:
     """Validate a JSONL input and estimate its cost at batch rates (nothing is sent).
 
@@ -366,3 +390,46 @@ def stop_for_budget(session: Any, batch_id: str, message: str) -> bool:
                             "cancelling", reason=f"budget exceeded: {message}",
                             cancel_requested=True, cancelling_at=int(now), due_at=now,
                             errors=budget_error(message))
+
+
+# -- the shapes the API and the CLI share ----------------------------------------------
+
+def report_object(svc: Services, *, group_by: str, since: int | None = None,
+                  until: int | None = None, owner: str | None = None,
+                  batch_id: str | None = None) -> dict[str, Any]:
+    """A cost report as JSON-ready data (amounts as exact decimal strings)."""
+    lines = cost_report(svc, group_by=group_by, since=since, until=until, owner=owner,
+                        batch_id=batch_id)
+    data = [{"group": line.group, "requests": line.requests, "priced": line.priced,
+             "unpriced": line.unpriced, "input_tokens": line.input_tokens,
+             "output_tokens": line.output_tokens, "cached_tokens": line.cached_tokens,
+             "cost": f"{line.cost_usd:f}", "currency": line.currency} for line in lines]
+    total = sum((line.cost_usd for line in lines), Decimal(0))
+    return {"object": "list", "group_by": group_by, "data": data, "total": f"{total:f}",
+            "currency": "USD"}
+
+
+def request_costs_object(svc: Services, batch_id: str) -> dict[str, Any]:
+    """Each request's cost in a batch (``custom_id`` -> cost, currency, source, reason)."""
+    with svc.sessions() as session:
+        if session.get(BatchRow, batch_id) is None:
+            raise NotFoundError(f"No such Batch object: {batch_id}", param="batch_id")
+        rows = cost_db.request_costs(session, batch_id)
+    return {"object": "list", "batch_id": batch_id, "data": [
+        {"custom_id": cid, "cost": None if pico is None else f"{from_pico(pico):f}",
+         "currency": currency, "price_source": source, "unpriced_reason": reason}
+        for cid, pico, currency, source, reason in rows]}
+
+
+def parse_time(value: str | None, name: str) -> int | None:
+    """Unix seconds from an integer or an ISO 8601 date/time (UTC when it has no zone)."""
+    if value is None or value == "":
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(f"{name} must be unix seconds or an ISO 8601 date",
+                                param=name, code="invalid_value") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp())
