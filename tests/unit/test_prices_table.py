@@ -75,3 +75,15 @@ def test_config_yaml_prices_use_litellms_field_names(tmp_path: Path) -> None:
     a, b = registry.get("a").prices, registry.get("b").prices
     assert a is not None and (a.input, a.output) == (Decimal("1E-7"), Decimal("4E-7"))
     assert b is not None and (b.input, b.output) == (Decimal("5E-8"), Decimal("2E-7"))
+
+
+def test_an_anthropic_deployment_is_priced_from_the_anthropic_table() -> None:
+    dep = Deployment(id="claude", model_name="haiku", provider="anthropic",
+                     model="claude-haiku-4-5")
+    price = _book(dep).lookup(deployment_id="claude", model="claude-haiku-4-5-20251001")
+    assert isinstance(price, Price)
+    assert (price.input * _M, price.output * _M) == (Decimal("0.5"), Decimal("2.5"))
+    # 1,000 input of which 800 read from the cache, 100 output, at batch rates.
+    assert request_cost(price, input_tokens=1_000, output_tokens=100, cached_tokens=800) == (
+        Decimal(200) * Decimal("0.5") + Decimal(800) * Decimal("0.05")
+        + Decimal(100) * Decimal("2.5")) / 10**6
