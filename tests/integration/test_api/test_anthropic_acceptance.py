@@ -82,6 +82,7 @@ def _line(n: int, **body: Any) -> bytes:
                       separators=(",", ":")).encode() + b"\n"
 
 
+@pytest.mark.timeout(1500)
 def test_120k_openai_lines_run_on_two_anthropic_deployments(stack: Stack) -> None:
     count = 120_000
     data = b"".join(_line(n) for n in range(count))
@@ -136,4 +137,7 @@ def test_mixed_failures_retry_what_is_retryable(stack: Stack) -> None:
     assert set(failed) == {"q-4", "q-5"}
     assert failed["q-4"]["response"]["status_code"] == 400
     assert failed["q-5"]["error"]["code"] == "batch_cancelled"
-    assert sorted(b["request_count"] for b in stack.provider_batches()) == [3, 8]
+    # The first part, then retry parts of the three retryable lines. Each emulated deployment
+    # counts a line's attempts on its own, so a retry routed to the other one fails once more.
+    counts = sorted(b["request_count"] for b in stack.provider_batches())
+    assert counts[-1] == 8 and set(counts[:-1]) == {3} and 1 <= len(counts) - 1 <= 2
