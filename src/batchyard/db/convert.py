@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchyard.db.models import BatchRow, FileRow
-from batchyard.domain.pricing import from_pico
+from batchyard.domain.pricing import pico_text
 from batchyard.domain.records import (
     BatchCost,
     BatchError,
@@ -52,11 +52,13 @@ def _usage(row: BatchRow) -> BatchUsage | None:
 
 
 def _cost(row: BatchRow) -> BatchCost:
+    # Built without validation and formatted without Decimal maths: every GET of a batch
+    # goes through here.
     estimate = row.estimate_pico
-    return BatchCost(currency=row.cost_currency or "USD", actual=f"{from_pico(row.cost_pico):f}",
-                     estimate=None if estimate is None else f"{from_pico(estimate):f}",
-                     priced_requests=row.priced_requests or 0,
-                     unpriced_requests=row.unpriced_requests or 0)
+    return BatchCost.model_construct(
+        currency=row.cost_currency or "USD", actual=pico_text(row.cost_pico),
+        estimate=None if estimate is None else pico_text(estimate),
+        priced_requests=row.priced_requests or 0, unpriced_requests=row.unpriced_requests or 0)
 
 
 def batch_record(row: BatchRow) -> BatchRecord:

@@ -106,6 +106,16 @@ def from_pico(pico: int | None) -> Decimal:
     return (Decimal(int(pico or 0)) * _PICO).normalize() if pico else Decimal(0)
 
 
+def pico_text(pico: int | None) -> str:
+    """Pico-dollars as an exact decimal string of dollars (``"0.000123"``), no Decimal maths."""
+    if not pico:
+        return "0"
+    whole, frac = divmod(abs(pico), 10**12)
+    digits = f"{frac:012d}".rstrip("0")
+    sign = "-" if pico < 0 else ""
+    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+
+
 def usd(amount: Decimal, places: int = 6) -> str:
     """An amount as a fixed-point string for people (``0.000123``); JSON keeps full digits."""
     return f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):f}"

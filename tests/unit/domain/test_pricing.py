@@ -109,3 +109,11 @@ def test_a_budget_refusal_names_the_amounts() -> None:
     message = budget_refusal(budget=Decimal(1), spent=Decimal("0.5"),
                              in_flight=Decimal("0.25"), estimate=Decimal("0.3"))
     assert message is not None and "$0.300000" in message and "$1.00" in message
+
+
+@pytest.mark.parametrize("pico", [0, 1, 10**12, 123_456_789, 5 * 10**11, 7 * 10**13 + 3, -42])
+def test_pico_text_is_the_exact_decimal_amount(pico: int) -> None:
+    from batchyard.domain.pricing import pico_text
+
+    assert Decimal(pico_text(pico)) == from_pico(pico)
+    assert "E" not in pico_text(pico)
