@@ -7,7 +7,7 @@ version is checked with one small SELECT, not a migration run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,20 @@ def sqlite_path(cfg: Settings) -> Path | None:
     return (cfg.data_dir / "batchyard.db").resolve()
 
 
+def _nudge_on_first_use(cfg: Settings) -> Callable[[str, str], None]:
+    """The Celery nudge, with Celery imported only when a command sends one."""
+    sender: list[Callable[[str, str], None]] = []
+
+    def nudge(task: str, object_id: str) -> None:
+        if not sender:
+            from batchyard.broker.nudge import celery_nudger
+
+            sender.append(celery_nudger(cfg))
+        sender[0](task, object_id)
+
+    return nudge
+
+
 def open_services(cfg: Settings | None = None) -> Services:
     """The service layer over an existing, up-to-date database (a clear error otherwise)."""
     from batchyard.db.migrate import SchemaState, schema_state
@@ -46,7 +60,7 @@ def open_services(cfg: Settings | None = None) -> Services:
     if path is not None and not path.exists():
         fail(f"no batchyard database at {path} ({describe_data(cfg)}); start one with "
              "`batchyard up` (or `batchyard db upgrade`), or point at a server with --url")
-    svc = build_services(cfg)
+    svc = build_services(cfg, nudge=_nudge_on_first_use(cfg))
     state = schema_state(svc.engine)
     if state is not SchemaState.CURRENT:
         svc.close()

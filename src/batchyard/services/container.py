@@ -10,21 +10,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from batchyard.broker.nudge import celery_nudger
 from batchyard.config import HttpSettings, Settings
 from batchyard.db.engine import make_engine, make_sessions, readonly_engine
 from batchyard.deployments import DeploymentRegistry, load_deployments
 from batchyard.domain.routing import Deployment
-from batchyard.providers import ProviderConfig, build_anthropic_provider, build_provider
-from batchyard.providers.anthropic import AnthropicClient
-from batchyard.providers.base import BatchClient
-from batchyard.providers.client import SyncProviderClient
 from batchyard.services.prices import PriceBook
 from batchyard.storage import FileStore, build_store
+
+# The provider clients (httpx) and the broker (Celery) are imported when first used: a CLI
+# command that only reads the database starts without them.
+if TYPE_CHECKING:
+    from batchyard.providers import ProviderConfig
+    from batchyard.providers.anthropic import AnthropicClient
+    from batchyard.providers.base import BatchClient
+    from batchyard.providers.client import SyncProviderClient
 
 #: ``nudge(task_name, object_id)``: ask the workers to look at an object soon. Only a hint;
 #: the database says what is to be done, and the sweep re-sends lost nudges.
@@ -47,6 +51,8 @@ class ProviderPool:
 
     def anthropic_for(self, deployment_id: str, *, once: bool = False) -> AnthropicClient:
         """The Message Batches client of an Anthropic deployment (``once`` as below)."""
+        from batchyard.providers import build_anthropic_provider
+
         with self._lock:
             client = self._anthropic.get((deployment_id, once))
             if client is None:
@@ -69,6 +75,8 @@ class ProviderPool:
         it for uploads and batch creation, where a blind retry after a lost answer could
         create a second object; it looks for the effect before trying again instead.
         """
+        from batchyard.providers import build_provider
+
         with self._lock:
             client = self._clients.get((deployment_id, once))
             if client is None:
@@ -91,6 +99,8 @@ class ProviderPool:
 
 def provider_config(dep: Deployment) -> ProviderConfig:
     """The adapter configuration of one deployment."""
+    from batchyard.providers import ProviderConfig
+
     return ProviderConfig(kind=dep.provider, api_key=dep.api_key, api_base=dep.api_base,
                           api_version=dep.api_version)
 
@@ -126,12 +136,16 @@ def build_services(settings: Settings, *, nudge: Nudge | None = None,
     engine = make_engine(settings.effective_database_url)
     sessions = make_sessions(engine)
     registry = deployments if deployments is not None else load_deployments(settings)
+    if nudge is None:
+        from batchyard.broker.nudge import celery_nudger
+
+        nudge = celery_nudger(settings)
     return Services(
         settings=settings, engine=engine, sessions=sessions,
         # Deferred (read) transactions for the store: on SQLite a worker reads an input file
         # while it holds the write lock for that file's request rows.
         store=build_store(settings, readonly_engine(engine)),
         deployments=registry,
-        nudge=nudge if nudge is not None else celery_nudger(settings),
+        nudge=nudge,
         providers=ProviderPool(settings, registry),
     )
