@@ -21,7 +21,7 @@ FORMATS = ("text", "json")
 _SECRET_ENDINGS = ("key", "secret", "password", "token", "authorization")
 # Attributes every LogRecord has; anything else came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName", "color_message"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -84,6 +84,9 @@ def dict_config(level: str = "INFO", fmt: str = "text", *,
                 access_log: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict (uvicorn takes it as ``log_config`` too)."""
     formatter = "batchyard.logs.JsonFormatter" if fmt == "json" else "batchyard.logs.TextFormatter"
+    # Celery's per-task lines (received / succeeded, every beat tick) and Alembic's plugin
+    # set-up would drown the pipeline's own events; they show with --log-level DEBUG.
+    chatty = "DEBUG" if level.upper() == "DEBUG" else "WARNING"
     return {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}},
@@ -97,6 +100,7 @@ def dict_config(level: str = "INFO", fmt: str = "text", *,
                                "propagate": True},
             # A line per HTTP call to a provider would drown the pipeline's own events.
             "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"},
+            "celery": {"level": chatty}, "alembic.runtime.plugins": {"level": chatty},
         },
     }
 

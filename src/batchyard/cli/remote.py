@@ -63,12 +63,14 @@ class RemoteBackend:
         """Close the connection pool."""
         self.http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             fail(f"cannot reach the batchyard server at {self.base}: "
                  f"{exc.__class__.__name__}: {exc}")
+        if missing_ok and response.status_code == 404:
+            return None
         if response.status_code >= 400:
             fail(f"{self.base}{path}: {_error_text(response)}")
         return response.json()
@@ -118,7 +120,9 @@ class RemoteBackend:
         """GET /v1/batches/{id}/parts (our extension)."""
         from batchyard.domain.reports import PartSummary
 
-        page = self._call("GET", f"/v1/batches/{batch_id}/parts")
+        page = self._call("GET", f"/v1/batches/{batch_id}/parts", missing_ok=True)
+        if page is None:  # a server without the parts route
+            return []
         fields = PartSummary.model_fields
         return [PartSummary.model_validate({k: v for k, v in item.items() if k in fields})
                 for item in page["data"]]
@@ -211,7 +215,7 @@ def _failure(line: bytes) -> tuple[Any, str]:
     data = orjson.loads(line)
     response = data.get("response") or {}
     error = data.get("error") or ((response.get("body") or {}).get("error")) or {}
-    code = str(error.get("code") or "")
+    code = str(error.get("code") or error.get("type") or "")
     return FailureExample(custom_id=str(data.get("custom_id", "")),
                           status_code=response.get("status_code"),
                           message=error.get("message")), code

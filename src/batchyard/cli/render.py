@@ -47,16 +47,16 @@ def batches_table(records: list[BatchRecord]) -> Any:
 
 
 def parts_table(parts: list[PartSummary]) -> Any:
-    """One row per part: where it went and what the provider says."""
+    """One row per part: where it went and what the provider says (errors come below)."""
     from rich.table import Column, Table
 
     table = Table(Column("part", no_wrap=True), "attempt", "deployment",
                   Column("provider batch", no_wrap=True), Column("status", no_wrap=True),
-                  "provider status", "requests", "provider done", "error")
+                  "provider status", "requests", "provider done")
     for p in parts:
         table.add_row(p.id, str(p.attempt), p.deployment or "-", p.provider_batch_id or "-",
                       p.status, p.provider_status or "-", str(p.request_count),
-                      str(p.provider_done), p.error or "")
+                      str(p.provider_done))
     return table
 
 
@@ -108,7 +108,9 @@ def print_reasons(console: Console, batch: BatchRecord, failures: list[FailureGr
         examples = ", ".join(e.custom_id for e in group.examples)
         more = "" if group.count <= len(group.examples) else ", ..."
         message = next((e.message for e in group.examples if e.message), "")
-        console.print(f"  {group.count} failed with [bold]{group.code or 'no code'}[/]"
+        status = next((e.status_code for e in group.examples if e.status_code), None)
+        label = group.code or (f"HTTP {status}" if status else "no code")
+        console.print(f"  {group.count} failed with [bold]{label}[/]"
                       f"{': ' + message if message else ''} (e.g. {examples}{more})",
                       highlight=False)
 

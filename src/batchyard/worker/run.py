@@ -31,7 +31,8 @@ def run_worker(settings: Settings | None = None, *, concurrency: int = 8, beat: 
     app = create_celery(settings)
     if settings.metrics.worker_port:
         serve_worker_metrics(settings.metrics.worker_port, settings.metrics.worker_addr)
-    argv = ["worker", f"--loglevel={loglevel}", "--pool=threads",
+    # --quiet: no banner (the CLI printed its start line; JSON logs stay JSON).
+    argv = ["--quiet", "worker", f"--loglevel={loglevel}", "--pool=threads",
             f"--concurrency={concurrency}", "-Q", ",".join(worker_queues(settings)),
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
@@ -62,4 +63,4 @@ def run_beat(settings: Settings | None = None, *, loglevel: str = "INFO",
     settings = settings or Settings()
     _use_our_logging(loglevel, log_format)
     app = create_celery(settings)
-    app.start(["beat", f"--loglevel={loglevel}"])
+    app.start(["--quiet", "beat", f"--loglevel={loglevel}"])
