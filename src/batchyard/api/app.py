@@ -14,17 +14,21 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path
 
 from batchyard.api import admin, batches, costs, files, schedules
 from batchyard.api.errors import install_error_handlers
 from batchyard.api.fastpath import BatchFastPath
 from batchyard.api.middleware import InputGuard, RequestIdMiddleware
+from batchyard.api.openapi import build_openapi
 from batchyard.config import Settings
 from batchyard.errors import ConfigError
 from batchyard.metrics.asgi import MetricsMiddleware
@@ -105,17 +109,27 @@ def create_app(settings: Settings, services: Any | None = None, *,
     for prefix, provider in ROUTE_PREFIXES:
         documented = prefix == "/v1"
         # Batches first: their GET is the hottest route, and routes match in order.
-        app.include_router(batches.build_router(provider), prefix=prefix,
-                           include_in_schema=documented)
-        app.include_router(files.build_router(provider), prefix=prefix,
-                           include_in_schema=documented)
-    app.include_router(schedules.build_router())
-    app.include_router(admin.build_admin_router())
-    app.include_router(costs.build_costs_router())
-    app.include_router(admin.build_health_router())
-    app.include_router(build_metrics_router())
+        mount(app, batches.build_router(provider), prefix=prefix, include_in_schema=documented)
+        mount(app, files.build_router(provider), prefix=prefix, include_in_schema=documented)
+    mount(app, schedules.build_router())
+    mount(app, admin.build_admin_router())
+    mount(app, costs.build_costs_router())
+    mount(app, admin.build_health_router())
+    mount(app, build_metrics_router())
     app.mount("/ui", build_ui(app))
+    app.openapi = build_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def mount(app: FastAPI, router: APIRouter, *, prefix: str = "",
+          include_in_schema: bool = True) -> None:
+    """Include ``router`` and record its paths' methods (for the ``Allow`` header of a 405)."""
+    table: list[tuple[re.Pattern[str], set[str]]] = getattr(app.state, "route_methods", [])
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            table.append((compile_path(prefix + route.path)[0], set(route.methods or ())))
+    app.state.route_methods = table
+    app.include_router(router, prefix=prefix, include_in_schema=include_in_schema)
 
 
 def app_from_env() -> FastAPI:

@@ -89,11 +89,28 @@ async def _on_batchyard_error(request: Request, exc: Exception) -> Response:
     return error_response(exc, request.url.path)
 
 
+def allowed_methods(request: Request) -> str | None:
+    """Every method some route answers on this path (Starlette names only the first route's).
+
+    Read from the table :func:`batchyard.api.app.mount` keeps; None for a path not in it.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for pattern, route_methods in getattr(request.app.state, "route_methods", ()):
+        if pattern.match(path):
+            methods |= route_methods
+    return ", ".join(sorted(methods)) or None
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code in (404, 405):
         message = f"Invalid URL ({request.method} {request.url.path})"
-        return envelope(exc.status_code, message, headers=exc.headers)
+        headers = exc.headers
+        allow = allowed_methods(request) if exc.status_code == 405 else None
+        if allow is not None:
+            headers = {"Allow": allow}
+        return envelope(exc.status_code, message, headers=headers)
     return envelope(exc.status_code, str(exc.detail), headers=exc.headers)
 
 

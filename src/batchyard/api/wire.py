@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
@@ -63,9 +63,9 @@ class CreateKeyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    max_file_bytes: int | None = None
-    max_batches_in_flight: int | None = None
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    max_file_bytes: int | None = Field(default=None, gt=0, le=2**63 - 1)
+    max_batches_in_flight: int | None = Field(default=None, gt=0, le=2**31 - 1)
     can_schedule: bool = False
 
 
