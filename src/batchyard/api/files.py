@@ -73,9 +73,14 @@ def _purpose(value: str | None) -> str:
     return value
 
 
+def _first(fields: dict[str, str], *names: str) -> str | None:
+    """The value of the first of ``names`` that was sent (an empty value counts as sent)."""
+    return next((fields[name] for name in names if name in fields), None)
+
+
 def _expires_after(fields: dict[str, str]) -> int | None:
-    anchor = fields.get("expires_after[anchor]") or fields.get("expires_after.anchor")
-    seconds = fields.get("expires_after[seconds]") or fields.get("expires_after.seconds")
+    anchor = _first(fields, "expires_after[anchor]", "expires_after.anchor")
+    seconds = _first(fields, "expires_after[seconds]", "expires_after.seconds")
     if anchor is None and seconds is None:
         return None
     if anchor != "created_at":

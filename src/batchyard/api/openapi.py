@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from batchyard.api.costs import KeyBudgetBody
 from batchyard.api.wire import (
     BATCH_ENDPOINTS,
     FILE_PURPOSES,
@@ -53,6 +54,8 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/admin/keys"): (403,),
     ("delete", "/admin/keys/{key_id}"): (403, 404),
     ("get", "/health/deployments"): (403,),
+    ("get", "/admin/costs"): (403,),
+    ("post", "/admin/keys/{key_id}/budget"): (403, 404),
 }
 #: Paths answered without a key.
 OPEN_PATHS = ("/health", "/health/liveness", "/health/liveliness", "/health/readiness")
@@ -111,8 +114,49 @@ def _add_bodies(schema: dict[str, Any]) -> None:
         {"$ref": "#/components/schemas/CreateBatchBody"})
     paths["/admin/keys"]["post"]["requestBody"] = _json_body(
         {"$ref": "#/components/schemas/CreateKeyBody"})
+    if "/admin/keys/{key_id}/budget" in paths:
+        components["KeyBudgetBody"] = KeyBudgetBody.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        paths["/admin/keys/{key_id}/budget"]["post"]["requestBody"] = _json_body(
+            {"$ref": "#/components/schemas/KeyBudgetBody"})
     paths["/v1/files"]["post"]["requestBody"] = {
         "required": True, "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}}}
+
+
+#: (method, path, query parameter) -> the values the route takes (it checks them itself).
+QUERY_ENUMS: dict[tuple[str, str, str], list[str]] = {
+    ("get", "/admin/costs", "group_by"): ["batch", "key", "model", "deployment", "schedule",
+                                          "day"],
+}
+
+
+#: (method, path, query parameter) -> the pattern of the values documented (unix seconds;
+#: the route also takes ISO 8601 dates).
+QUERY_PATTERNS: dict[tuple[str, str, str], str] = {
+    ("get", "/admin/costs", "since"): "^([0-9]{1,12})?$",
+    ("get", "/admin/costs", "until"): "^([0-9]{1,12})?$",
+}
+
+
+def _string_schema(parameter: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = parameter["schema"]
+    for option in schema.get("anyOf", ()):
+        if option.get("type") == "string":
+            return option
+    return schema
+
+
+def _add_enums(schema: dict[str, Any]) -> None:
+    for (method, path, name), values in QUERY_ENUMS.items():
+        operation = schema["paths"].get(path, {}).get(method, {})
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == name:
+                _string_schema(parameter)["enum"] = values
+    for (method, path, name), pattern in QUERY_PATTERNS.items():
+        operation = schema["paths"].get(path, {}).get(method, {})
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == name:
+                _string_schema(parameter)["pattern"] = pattern
 
 
 def _fix_responses(schema: dict[str, Any]) -> None:
@@ -148,6 +192,7 @@ def build_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             for name in ("HTTPValidationError", "ValidationError"):
                 schema["components"]["schemas"].pop(name, None)
             _add_bodies(schema)
+            _add_enums(schema)
             _fix_responses(schema)
             forbid_nul(schema["components"]["schemas"])
             for operations in schema["paths"].values():

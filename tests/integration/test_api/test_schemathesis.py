@@ -77,4 +77,5 @@ def test_the_openapi_document_tells_the_truth(make_settings: Callable[..., Setti
                                     check=False)
     finally:
         services.close()
+    (Path(os.environ.get("BY_ST_OUT", tmp_path)) / "schemathesis.txt").write_text(result.stdout)
     assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-3000:]
