@@ -55,6 +55,7 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("delete", "/admin/keys/{key_id}"): (403, 404),
     ("get", "/health/deployments"): (403,),
     ("get", "/admin/costs"): (403,),
+    ("get", "/admin/costs/requests"): (403, 404),
     ("post", "/admin/keys/{key_id}/budget"): (403, 404),
 }
 #: Paths answered without a key.
