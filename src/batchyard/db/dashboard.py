@@ -7,6 +7,7 @@ large the tables are. Results are plain dataclasses and dicts: nothing here writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ def connect(engine: Engine) -> Connection:
     return conn
 
 
+_ID = re.compile(r"^batch_[0-9a-f]{24,32}$")
 #: Stored money is in pico-dollars (10^-12 USD).
 PICO = 10**12
 
@@ -53,15 +55,24 @@ class PipelineState:
 
 
 def pipeline_state(conn: Connection) -> PipelineState:
-    """Batches by status, parts by status and deployment, request totals, oldest work."""
+    """Batches by status, live parts by status and deployment, request totals, oldest work."""
     state = PipelineState()
     for status, count in conn.execute(
             select(BatchRow.status, func.count()).group_by(BatchRow.status)):
         state.batches[status] = int(count)
-    for status, dep, count in conn.execute(
-            select(PartRow.status, PartRow.deployment, func.count())
-            .group_by(PartRow.status, PartRow.deployment)):
+    # Live parts only, in one pass: finished ones are history that grows without bound (a
+    # full count of them cost most of a scrape at 100,000 parts); their requests are in
+    # ``requests``.
+    live = select(PartRow.status, PartRow.deployment, func.count(), func.min(PartRow.created_at),
+                  func.sum(PartRow.provider_done), func.sum(PartRow.request_count)).where(
+        PartRow.status.in_(LIVE_PART_STATUSES)).group_by(PartRow.status, PartRow.deployment)
+    for status, dep, count, oldest, done, total in conn.execute(live):
         state.parts[(status, dep or "")] = int(count)
+        if oldest is not None and (state.oldest_part_created is None
+                                   or oldest < state.oldest_part_created):
+            state.oldest_part_created = float(oldest)
+        prev = state.progress.get(dep or "", (0, 0))
+        state.progress[dep or ""] = (prev[0] + int(done or 0), prev[1] + int(total or 0))
     open_total = func.sum(BatchRow.total).filter(BatchRow.status.in_(OPEN_BATCH_STATUSES))
     row = conn.execute(select(
         func.coalesce(func.sum(BatchRow.completed), 0), func.coalesce(func.sum(BatchRow.failed), 0),
@@ -71,13 +82,6 @@ def pipeline_state(conn: Connection) -> PipelineState:
     state.requests = {"succeeded": int(row[0]), "failed": int(row[1]), "pending": int(row[2])}
     state.oldest_batch_created = float(row[3]) if row[3] is not None else None
     state.spend = int(row[4]) / PICO
-    live = PartRow.status.in_(LIVE_PART_STATUSES)
-    state.oldest_part_created = conn.execute(select(func.min(PartRow.created_at)).where(live)
-                                             ).scalar()
-    for dep, done, total in conn.execute(
-            select(PartRow.deployment, func.sum(PartRow.provider_done),
-                   func.sum(PartRow.request_count)).where(live).group_by(PartRow.deployment)):
-        state.progress[dep or ""] = (int(done or 0), int(total or 0))
     return state
 
 
@@ -96,11 +100,12 @@ def _filtered(stmt: Any, flt: BatchFilter, *, with_status: bool = True) -> Any:
         stmt = stmt.where(BatchRow.owner_key_id == flt.owner)
     if with_status and flt.status:
         stmt = stmt.where(BatchRow.status == flt.status)
-    if flt.query:
+    if flt.query and _ID.match(flt.query.strip()):  # a whole id: one primary-key lookup
+        stmt = stmt.where(BatchRow.id == flt.query.strip())
+    elif flt.query:
         text = flt.query.strip()
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(or_(BatchRow.id == text,
-                              cast(BatchRow.metadata_, String).ilike(pattern, escape="\\"),
+        stmt = stmt.where(or_(cast(BatchRow.metadata_, String).ilike(pattern, escape="\\"),
                               BatchRow.id.ilike(pattern, escape="\\")))
     return stmt
 
@@ -109,7 +114,31 @@ def list_batches(conn: Connection, flt: BatchFilter) -> list[dict[str, Any]]:
     """The newest batches matching ``flt``, each with live progress from its parts."""
     stmt = _filtered(select(*_LIST_COLUMNS), flt).order_by(
         BatchRow.created_at.desc(), BatchRow.id.desc()).limit(flt.limit)
-    rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    return _with_progress(conn, [dict(r) for r in conn.execute(stmt).mappings()])
+
+
+def search_batches(conn: Connection, flt: BatchFilter, *, cap: int = 20_000
+                   ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """A text search in one scan: the newest matches and the matches' counts by status.
+
+    The search cannot use an index, so the list and the counts share one pass over the
+    table (at most ``cap`` matches are counted), then the shown rows are read by id.
+    """
+    unfiltered = BatchFilter(owner=flt.owner, query=flt.query)
+    stmt = _filtered(select(BatchRow.id, BatchRow.status, BatchRow.created_at), unfiltered)
+    matches = conn.execute(stmt.limit(cap)).all()
+    counts: dict[str, int] = {}
+    for _, status, _ in matches:
+        counts[status] = counts.get(status, 0) + 1
+    shown = [m for m in matches if not flt.status or m[1] == flt.status]
+    shown.sort(key=lambda m: (m[2], m[0]), reverse=True)
+    ids = [m[0] for m in shown[:flt.limit]]
+    by_id = {r["id"]: dict(r) for r in conn.execute(
+        select(*_LIST_COLUMNS).where(BatchRow.id.in_(ids))).mappings()} if ids else {}
+    return _with_progress(conn, [by_id[i] for i in ids if i in by_id]), counts
+
+
+def _with_progress(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     progress = live_progress(conn, [r["id"] for r in rows if r["status"] in OPEN_BATCH_STATUSES])
     for r in rows:
         r["done_live"] = progress.get(r["id"], 0)

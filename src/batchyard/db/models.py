@@ -96,6 +96,11 @@ class BatchRow(Base):
     """The public, OpenAI-shaped batch. Its status is derived from its parts."""
 
     __tablename__ = "batches"
+    __table_args__ = (
+        # The dashboard's list: newest first within one status, or one owner.
+        Index("ix_batches_status_created", "status", "created_at"),
+        Index("ix_batches_owner_created", "owner_key_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
@@ -150,6 +155,7 @@ class PartRow(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "seq", name="uq_parts_batch_seq"),
         Index("ix_parts_status_next_poll", "status", "next_poll_at"),
+        Index("ix_parts_status_deployment", "status", "deployment"),  # metrics by deployment
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -128,8 +128,11 @@ def _filter(principal: Principal, status: str | None, q: str | None) -> dashboar
 
 def _list_context(svc: Any, flt: dashboard.BatchFilter) -> dict[str, Any]:
     with dashboard.connect(svc.engine) as conn:
-        rows = dashboard.list_batches(conn, flt)
-        counts = dashboard.status_counts(conn, flt)
+        if flt.query:
+            rows, counts = dashboard.search_batches(conn, flt)
+        else:
+            rows = dashboard.list_batches(conn, flt)
+            counts = dashboard.status_counts(conn, flt)
     return {"batches": rows, "counts": counts, "statuses": STATUSES, "status": flt.status,
             "q": flt.query or "", "now": time.time(), "open": OPEN_BATCH_STATUSES,
             "show_cost": any(r["cost"] is not None or r["estimate"] is not None for r in rows)}

@@ -67,8 +67,8 @@ def _batch_and_part_gauges(state: dashboard.PipelineState) -> Iterator[Metric]:
     for value in BATCH_STATUSES:  # every status, so an alert on a zero series evaluates
         batches.add_metric([value], state.batches.get(value, 0))
     yield batches
-    parts = GaugeMetricFamily("batchyard_parts", "Parts (provider batches) by status and "
-                              "deployment.", labels=["status", "deployment"])
+    parts = GaugeMetricFamily("batchyard_parts", "Live parts (provider batches in work) by "
+                              "status and deployment.", labels=["status", "deployment"])
     for (part_status, dep), count in sorted(state.parts.items()):
         parts.add_metric([part_status, dep], count)
     yield parts
