@@ -20,10 +20,11 @@ from batchyard.api.wire import (
     batch_object,
     json_response,
     list_object,
+    part_object,
 )
 from batchyard.errors import InvalidInputError
 from batchyard.services import batches as batch_service
-from batchyard.services import costs, keys
+from batchyard.services import costs, keys, reports
 from batchyard.services.keys import Principal
 from batchyard.services.notifications import check_webhook_url
 
@@ -108,6 +109,13 @@ def build_router(provider: str | None) -> APIRouter:
     @router.get("/batches/{batch_id}")
     async def retrieve_batch(batch_id: str, request: Request) -> Response:
         return await handle_retrieve(request, batch_id)
+
+    @router.get("/batches/{batch_id}/parts")
+    def list_parts(batch_id: str, request: Request,
+                   who: Principal = Depends(principal)) -> Response:
+        # batchyard's extension: where each part went and what its provider says.
+        parts = reports.list_parts(services_of(request), batch_id, owner=who.owner)
+        return json_response(list_object((part_object(p) for p in parts), has_more=False))
 
     @router.post("/batches/{batch_id}/cancel")
     def cancel_batch(batch_id: str, request: Request,

@@ -46,6 +46,7 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/batches"): (404, 408, 429),
     ("get", "/v1/batches/{batch_id}"): (404,),
     ("post", "/v1/batches/{batch_id}/cancel"): (404,),
+    ("get", "/v1/batches/{batch_id}/parts"): (404,),
     ("post", "/v1/files"): (408, 413),
     ("get", "/v1/files/{file_id}"): (404,),
     ("delete", "/v1/files/{file_id}"): (404,),

@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
+from batchyard.domain.reports import PartSummary
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
 
 BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
@@ -109,6 +110,11 @@ def batch_object(record: Any) -> dict[str, Any]:
                                   "completed": int(data.get("completed") or 0),
                                   "failed": int(data.get("failed") or 0)}
     return wire
+
+
+def part_object(part: PartSummary) -> dict[str, Any]:
+    """One part of a batch (batchyard's extension): deployment, provider batch and counts."""
+    return {"object": "batch.part", **part.model_dump(mode="json")}
 
 
 def schedule_object(record: ScheduleRecord) -> dict[str, Any]:
