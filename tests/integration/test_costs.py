@@ -55,7 +55,7 @@ def test_each_result_is_priced_exactly_and_the_batch_sums_agree(
     assert final.usage is not None
     assert final.usage.input_tokens == sum(r.input_tokens for r in rows)
     # Every grouping adds up to the same rows.
-    for group_by in ("batch", "key", "model", "deployment", "day", "schedule"):
+    for group_by in ("batch", "part", "key", "model", "deployment", "day", "schedule"):
         report = costs.cost_report(driver.svc, group_by=group_by)
         assert sum((line.cost_usd for line in report), Decimal(0)) == total, group_by
         assert sum(line.requests for line in report) == 10

@@ -11,7 +11,7 @@ import typer
 from batchyard.cli.backend import open_backend
 from batchyard.cli.common import EXIT_USAGE, ApiKeyOption, UrlOption, fail, settings
 
-GROUPS = ("batch", "key", "model", "deployment", "schedule", "day")
+GROUPS = ("batch", "part", "key", "model", "deployment", "schedule", "day")
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +58,7 @@ def estimate(
 
 def cost(
     by: Annotated[str, typer.Option(
-        "--by", help="Group by: batch, key, model, deployment, schedule or day.")] = "model",
+        "--by", help="Group by: batch, part, key, model, deployment, schedule or day.")] = "model",
     since: Annotated[str | None, typer.Option(
         help="From (ISO date/time or unix seconds, UTC).", show_default=False)] = None,
     until: Annotated[str | None, typer.Option(

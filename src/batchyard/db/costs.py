@@ -132,7 +132,7 @@ def batch_spent(session: Session, batch_id: str) -> int:
 
 # -- reports -------------------------------------------------------------------------------
 
-GROUPS = ("batch", "key", "model", "deployment", "schedule", "day")
+GROUPS = ("batch", "part", "key", "model", "deployment", "schedule", "day")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ def _day(column: Any, dialect: str) -> ColumnElement[Any]:
 def _group_column(group_by: str, dialect: str) -> ColumnElement[Any]:
     columns: dict[str, Any] = {
         "batch": ResultRow.batch_id,
+        "part": ResultRow.part_id,
         "key": func.coalesce(BatchRow.owner_key_id, literal("master")),
         "model": ResultRow.model,
         "deployment": PartRow.deployment,
