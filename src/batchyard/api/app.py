@@ -2,8 +2,9 @@
 
 The same routes answer under ``/v1``, without a prefix, under ``/openai[/v1]`` and under
 ``/azure[/v1]`` and Azure's own wire paths ``/azure/openai[/v1]`` (what the ``AzureOpenAI``
-client sends with ``azure_endpoint=<server>/azure``); the provider prefixes force that
-provider for batches created through them.
+client sends with ``azure_endpoint=<server>/azure``), and under ``/anthropic[/v1]``; the
+provider prefixes force that provider for batches created through them (on ``/anthropic``
+the endpoint ``/v1/messages`` is accepted too, for lines already in Anthropic's shape).
 
 Security default: with no master key configured, the API only serves loopback clients (as the
 master) and refuses to be created for a non-loopback bind address.
@@ -42,6 +43,7 @@ ROUTE_PREFIXES: tuple[tuple[str, str | None], ...] = (
     ("/v1", None), ("", None), ("/openai/v1", "openai"), ("/openai", "openai"),
     ("/azure/v1", "azure"), ("/azure", "azure"),
     ("/azure/openai/v1", "azure"), ("/azure/openai", "azure"),
+    ("/anthropic/v1", "anthropic"), ("/anthropic", "anthropic"),
 )
 
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from batchyard.api.deps import principal, services_of
 from batchyard.api.inputs import load_json_object
 from batchyard.api.wire import (
+    ANTHROPIC_ENDPOINTS,
     AZURE_ENDPOINTS,
     BATCH_ENDPOINTS,
     CreateBatchBody,
@@ -38,7 +39,8 @@ def parse_create_body(raw: bytes, provider: str | None) -> CreateBatchBody:
         body = CreateBatchBody.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    allowed = BATCH_ENDPOINTS + (AZURE_ENDPOINTS if provider == "azure" else ())
+    allowed = BATCH_ENDPOINTS + (AZURE_ENDPOINTS if provider == "azure" else ()) + (
+        ANTHROPIC_ENDPOINTS if provider == "anthropic" else ())
     if body.endpoint not in allowed:
         raise InvalidInputError(
             f"Invalid value for 'endpoint': {body.endpoint!r}. Supported values are: "

@@ -21,6 +21,8 @@ BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/
                    "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
 #: Azure's own docs write the endpoint without /v1; accepted on the /azure routes.
 AZURE_ENDPOINTS = tuple(e.removeprefix("/v1") for e in BATCH_ENDPOINTS)
+#: Lines already in Anthropic's shape (body = Messages params); accepted on the /anthropic routes.
+ANTHROPIC_ENDPOINTS = ("/v1/messages",)
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 METADATA_MAX_PAIRS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
 

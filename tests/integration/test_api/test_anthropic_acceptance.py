@@ -28,6 +28,7 @@ class Stack:
     client: openai.OpenAI
     deployments: list[EmulatorServer]
     worker: WorkerProcess
+    base_url: str
 
     def finished(self, batch_id: str, timeout: float) -> openai.types.Batch:
         def check() -> openai.types.Batch | None:
@@ -70,7 +71,7 @@ def stack(make_settings: Callable[..., Settings], isolated_database: str,
         with WorkerProcess(settings) as worker, ApiServer(create_app(settings)) as server:
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=MASTER,
                                    max_retries=2, timeout=600)
-            yield Stack(client, [east, west], worker)
+            yield Stack(client, [east, west], worker, server.base_url)
             client.close()
 
 
@@ -141,3 +142,31 @@ def test_mixed_failures_retry_what_is_retryable(stack: Stack) -> None:
     # counts a line's attempts on its own, so a retry routed to the other one fails once more.
     counts = sorted(b["request_count"] for b in stack.provider_batches())
     assert counts[-1] == 8 and set(counts[:-1]) == {3} and 1 <= len(counts) - 1 <= 2
+
+
+def test_native_messages_lines_through_the_anthropic_routes(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.base_url}/anthropic/v1", api_key=MASTER,
+                           max_retries=0)
+    lines = [{"custom_id": f"n{i}", "method": "POST", "url": "/v1/messages",
+              "body": {"model": "claude", "max_tokens": 30, "top_k": 5,
+                       "messages": [{"role": "user", "content": f"native {i}"}]}}
+             for i in range(3)]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    uploaded = client.files.create(file=("native.jsonl", data), purpose="batch")
+    created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/messages",
+                                    completion_window="24h")
+    done = Stack(client, stack.deployments, stack.worker, stack.base_url).finished(
+        created.id, timeout=300)
+    assert done.status == "completed", done
+    assert done.output_file_id
+    out = [json.loads(raw) for raw in client.files.content(done.output_file_id).text
+           .splitlines()]
+    assert sorted(line["custom_id"] for line in out) == ["n0", "n1", "n2"]
+    for line in out:
+        body = line["response"]["body"]
+        assert body["type"] == "message" and body["model"] == "claude-haiku-4-5"
+        assert body["content"][0]["text"].endswith(line["custom_id"].replace("n", "native "))
+    with pytest.raises(openai.BadRequestError):  # only the Anthropic routes take it
+        stack.client.batches.create(input_file_id=uploaded.id, endpoint="/v1/messages",
+                                    completion_window="24h")
+    client.close()
