@@ -100,3 +100,29 @@ def test_an_unknown_status_is_refused(sessions: sessionmaker[Session]) -> None:
     with pytest.raises(ValueError), sessions.begin() as session:
         transition_part(session, "part_1", "pending", "waiting_quota")
     assert _state(sessions) == ("in_progress", "pending", [])
+
+
+def test_a_batch_move_writes_its_stage_and_due_time_from_the_table(
+        sessions: sessionmaker[Session]) -> None:
+    before = time.time()
+    with sessions.begin() as session:
+        assert transition_batch(session, "batch_1", BatchStatus.IN_PROGRESS,
+                                BatchStatus.FINALIZING)
+    with sessions() as session:
+        batch = session.get(BatchRow, "batch_1")
+        assert batch is not None
+        assert batch.stage == "finalizing" and before <= batch.due_at <= time.time()
+    with sessions.begin() as session:
+        assert transition_batch(session, "batch_1", BatchStatus.FINALIZING,
+                                BatchStatus.COMPLETED)
+    with sessions() as session:
+        batch = session.get(BatchRow, "batch_1")
+        assert batch is not None
+        assert batch.stage == "finalized" and batch.due_at > time.time() + 86400 * 365
+
+
+def test_a_caller_cannot_set_a_batch_stage_by_hand(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(TypeError), sessions.begin() as session:
+        transition_batch(session, "batch_1", BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                         stage="finalized")
+    assert _state(sessions) == ("in_progress", "pending", [])

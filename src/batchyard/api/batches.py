@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,9 +22,11 @@ from batchyard.api.wire import (
     list_object,
     part_object,
 )
+from batchyard.domain.records import BatchRecord
 from batchyard.errors import InvalidInputError
 from batchyard.services import batches as batch_service
 from batchyard.services import costs, keys, reports
+from batchyard.services.container import Services
 from batchyard.services.keys import Principal
 from batchyard.services.notifications import check_webhook_url
 
@@ -48,8 +49,8 @@ def parse_create_body(raw: bytes, provider: str | None) -> CreateBatchBody:
     return body
 
 
-def create_in_service(svc: Any, who: Principal, body: CreateBatchBody,
-                      provider: str | None) -> Any:
+def create_in_service(svc: Services, who: Principal, body: CreateBatchBody,
+                      provider: str | None) -> BatchRecord:
     """Check the key's capacity and record the batch (blocking: run it in a thread)."""
     webhook_url = (body.metadata or {}).get("webhook_url", "")
     if webhook_url.startswith(("http://", "https://")):  # anything else is never called
@@ -62,7 +63,7 @@ def create_in_service(svc: Any, who: Principal, body: CreateBatchBody,
         svc, owner=who.owner, input_file_id=body.input_file_id, endpoint=body.endpoint,
         completion_window=body.completion_window, metadata=body.metadata, model=body.model,
         provider=provider, estimate_pico=estimate)
-    logger.info("api.batch_created", extra={"batch_id": getattr(record, "id", None)})
+    logger.info("api.batch_created", extra={"batch_id": record.id})
     return record
 
 

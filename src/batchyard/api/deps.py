@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.services import keys
+from batchyard.services.container import Services
 from batchyard.services.keys import Principal
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-def services_of(request: Request) -> Any:
+def services_of(request: Request) -> Services:
     """The Services built by the lifespan (or handed to ``create_app``)."""
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def presented_key(request: Request) -> str | None:

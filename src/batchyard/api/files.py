@@ -16,9 +16,11 @@ from starlette.responses import Response, StreamingResponse
 from batchyard.api.deps import principal, services_of
 from batchyard.api.multipart import StreamingForm, boundary_of, too_large
 from batchyard.api.wire import FILE_PURPOSES, file_object, json_response, list_object
+from batchyard.domain.records import FileRecord
 from batchyard.errors import BatchyardError, InvalidInputError
 from batchyard.services import files as file_service
 from batchyard.services import keys
+from batchyard.services.container import Services
 from batchyard.services.keys import Principal
 
 logger = logging.getLogger(__name__)
@@ -112,8 +114,8 @@ def _file_part(form: StreamingForm) -> Any:
     return spooled
 
 
-def _store_upload(svc: Any, who: Principal, pull: BodyPuller, boundary: bytes,
-                  limit: int) -> Any:
+def _store_upload(svc: Services, who: Principal, pull: BodyPuller, boundary: bytes,
+                  limit: int) -> FileRecord:
     """Runs in a worker thread: parse the form as it arrives and stream the file part."""
     form = StreamingForm(pull, boundary, max_file_bytes=limit)
     try:

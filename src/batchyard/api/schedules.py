@@ -18,6 +18,7 @@ from batchyard.api.inputs import storable_json
 from batchyard.api.wire import json_response, list_object, schedule_object, schedule_run_object
 from batchyard.errors import PermissionDeniedError
 from batchyard.services import schedules as schedule_service
+from batchyard.services.container import Services
 from batchyard.services.keys import Principal
 from batchyard.services.notifications import check_webhook_url
 from batchyard.services.schedules import ScheduleSpec
@@ -31,7 +32,7 @@ async def scheduler(who: Principal = Depends(principal)) -> Principal:
                                 code="insufficient_permissions")
 
 
-def _create(svc: Any, who: Principal, spec: ScheduleSpec) -> dict[str, Any]:
+def _create(svc: Services, who: Principal, spec: ScheduleSpec) -> dict[str, Any]:
     if spec.webhook_url:
         check_webhook_url(svc.settings, spec.webhook_url)
     allow = who.is_master or svc.settings.schedules.allow_code_sources_for_keys

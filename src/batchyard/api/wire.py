@@ -7,8 +7,8 @@ when unset) so strict clients parse our objects like theirs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,6 +16,9 @@ from starlette.responses import Response
 
 from batchyard.domain.reports import PartSummary
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
                    "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
@@ -72,6 +75,10 @@ class CreateKeyBody(BaseModel):
     can_schedule: bool = False
 
 
+#: What the wire renderers take: a service record (pydantic), a dataclass or a mapping.
+Record: TypeAlias = "BaseModel | DataclassInstance | Mapping[str, Any]"
+
+
 def plain(obj: Any) -> Any:
     """A record (dataclass, pydantic model, mapping or scalar) as plain JSON-able data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -85,7 +92,7 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def file_object(record: Any) -> dict[str, Any]:
+def file_object(record: Record) -> dict[str, Any]:
     """OpenAI's File object."""
     data = plain(record)
     wire = {key: data.get(key) for key in _FILE_FIELDS}
@@ -101,7 +108,7 @@ def _errors_wire(errors: Any) -> Any:
     return {"object": "list", "data": items} if items else None
 
 
-def batch_object(record: Any) -> dict[str, Any]:
+def batch_object(record: Record) -> dict[str, Any]:
     """OpenAI's Batch object."""
     data = plain(record)
     wire = {key: data.get(key) for key in _BATCH_FIELDS}

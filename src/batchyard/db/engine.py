@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -104,3 +104,8 @@ READONLY = {"batchyard_readonly": True}
 def readonly_engine(engine: Engine) -> Engine:
     """The same engine (shared pool) whose transactions only read."""
     return engine.execution_options(**READONLY)
+
+
+def ping(conn: Connection) -> None:
+    """One trivial statement: raises when the database cannot answer."""
+    conn.execute(text("SELECT 1"))

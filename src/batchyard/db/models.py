@@ -182,6 +182,9 @@ class PartRow(Base):
     side_effect_attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: Requests the provider reported done at the last poll (progress resets the backoff).
     provider_done: Mapped[int] = mapped_column(Integer, default=0)
+    #: The provider's own request counts at the last poll (live progress).
+    provider_completed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    provider_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

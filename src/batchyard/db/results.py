@@ -1,16 +1,21 @@
-"""Bulk, idempotent writes and streaming reads of result rows."""
+"""The results table: bulk, idempotent writes, streaming reads and the aggregates that
+settle a batch (counts, token totals, rendered file sizes)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, select
+import orjson
+from sqlalchemy import Connection, Insert, Row, case, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from batchyard.db.bulk import connection_of, copy_rows
-from batchyard.db.models import ResultRow
+from batchyard.db.models import RequestRow, ResultRow
+from batchyard.domain.jsonl import render_result_line
+from batchyard.domain.records import ResultPreview
 
 _UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
               "response_body", "error_code", "error_message", "input_tokens",
@@ -93,3 +98,95 @@ def iter_batch_results(session: Session, batch_id: str, *, ok: bool | None = Non
             return
         yield from rows
         last_line = rows[-1].line_no
+
+
+def close_missing(session: Session, batch_id: str, part_id: str | None, code: str,
+                  message: str) -> None:
+    """Give every still-unanswered request (of a part, or the batch) a final error row."""
+    has_result = exists().where(ResultRow.batch_id == RequestRow.batch_id,
+                                ResultRow.custom_id == RequestRow.custom_id)
+    source = select(RequestRow.batch_id, RequestRow.custom_id, RequestRow.line_no,
+                    RequestRow.part_id, RequestRow.attempt, literal(False), literal(code),
+                    literal(message), literal(0), literal(0), literal(0), literal(0),
+                    literal(int(time.time()))).where(RequestRow.batch_id == batch_id,
+                                                     ~has_result)
+    if part_id is not None:
+        source = source.where(RequestRow.part_id == part_id)
+    session.execute(insert(ResultRow).from_select(
+        ["batch_id", "custom_id", "line_no", "part_id", "attempt", "ok", "error_code",
+         "error_message", "input_tokens", "output_tokens", "total_tokens", "rendered_bytes",
+         "created_at"],
+        source))
+
+
+def result_totals(session: Session, batch_id: str) -> dict[str, int]:
+    """Succeeded and failed result rows and their token sums (completed, failed,
+    input_tokens, output_tokens)."""
+    ok = func.sum(case((ResultRow.ok.is_(True), 1), else_=0))
+    bad = func.sum(case((ResultRow.ok.is_(True), 0), else_=1))
+    row = session.execute(select(ok, bad, func.sum(ResultRow.input_tokens),
+                                 func.sum(ResultRow.output_tokens))
+                          .where(ResultRow.batch_id == batch_id)).one()
+    return {"completed": int(row[0] or 0), "failed": int(row[1] or 0),
+            "input_tokens": int(row[2] or 0), "output_tokens": int(row[3] or 0)}
+
+
+def count_with_error(session: Session, batch_id: str, code: str) -> int:
+    """How many of the batch's results ended with error ``code``."""
+    return int(session.scalar(select(func.count()).select_from(ResultRow).where(
+        ResultRow.batch_id == batch_id, ResultRow.error_code == code)) or 0)
+
+
+def render_row(row: Any) -> bytes:
+    """One line of an output/error file for a result row (ORM object or plain row)."""
+    return render_result_line(
+        batch_id=row.batch_id, custom_id=row.custom_id, status_code=row.status_code,
+        request_id=row.provider_request_id,
+        body=row.response_body.encode("utf-8") if row.response_body is not None else None,
+        error_code=row.error_code, error_message=row.error_message)
+
+
+def rendered_size(session: Session, batch_id: str, *, ok: bool) -> int:
+    """Bytes of the batch's rendered output (``ok``) or error file, from the stored line
+    lengths."""
+    fill_rendered_bytes(session, batch_id)
+    total = session.scalar(select(func.sum(ResultRow.rendered_bytes))
+                           .where(ResultRow.batch_id == batch_id, ResultRow.ok.is_(ok)))
+    return int(total or 0)
+
+
+def fill_rendered_bytes(session: Session, batch_id: str) -> None:
+    """Store the rendered line length of rows written in SQL only (final errors for
+    unanswered requests); ingested rows got theirs when they were parsed."""
+    while True:
+        rows = session.execute(select(ResultRow.id, *RESULT_COLUMNS)
+                               .where(ResultRow.batch_id == batch_id,
+                                      ResultRow.rendered_bytes == 0).limit(2_000)).all()
+        if not rows:
+            return
+        session.execute(update(ResultRow), [
+            {"id": row.id, "rendered_bytes": len(render_row(row))} for row in rows])
+
+
+def preview_results(session: Session, batch_id: str, *, limit: int,
+                    answer_chars: int = 50) -> list[ResultPreview]:
+    """The batch's first ``limit`` results in input order, each with the start of its answer
+    (a chat completion's first message)."""
+    stmt = (select(ResultRow.line_no, ResultRow.custom_id, ResultRow.status_code,
+                   ResultRow.attempt, ResultRow.response_body, ResultRow.error_code)
+            .where(ResultRow.batch_id == batch_id).order_by(ResultRow.line_no).limit(limit))
+    return [ResultPreview(line_no=row.line_no, custom_id=row.custom_id,
+                          status_code=row.status_code, attempt=row.attempt,
+                          answer=_answer(row.response_body, answer_chars),
+                          error_code=row.error_code)
+            for row in session.execute(stmt)]
+
+
+def _answer(body: str | None, chars: int) -> str | None:
+    if not body:
+        return None
+    try:
+        content = orjson.loads(body)["choices"][0]["message"]["content"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    return content[:chars] if isinstance(content, str) else None

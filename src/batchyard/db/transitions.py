@@ -4,6 +4,10 @@
 still where the caller last saw it, so two workers acting on one nudge cannot both win. A
 write the lifecycle forbids (:mod:`batchyard.domain.lifecycle`) is a bug in the caller, not a
 race: it raises :class:`~batchyard.errors.IllegalTransitionError` and writes nothing.
+
+A batch's stage and ``due_at`` are written by the same statement as its status, from the
+lifecycle's move table (:data:`~batchyard.domain.lifecycle.BATCH_MOVES`); callers never
+set them by hand.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from sqlalchemy.orm import Session
 
 from batchyard.db.models import BatchRow, EventRow, PartRow
 from batchyard.domain.lifecycle import (
+    BatchStage,
     BatchStatus,
     PartStatus,
+    batch_move,
     can_transition_batch,
     can_transition_part,
+    due_at,
 )
 from batchyard.errors import IllegalTransitionError
 
@@ -41,9 +48,12 @@ def transition_batch(session: Session, batch_id: str, expected: str | Iterable[s
                      **values: Any) -> bool:
     """Move a batch from one of ``expected`` to ``to_status``; False when it had moved on.
 
-    Raises IllegalTransitionError when the batch is where the caller expected but the
-    lifecycle does not allow the move.
+    The batch's stage and ``due_at`` follow from the move (the lifecycle's table). Raises
+    IllegalTransitionError when the batch is where the caller expected but the lifecycle
+    does not allow the move.
     """
+    if "stage" in values or "due_at" in values:
+        raise TypeError("a batch's stage and due_at come from the lifecycle table")
     return _compare_and_set(session, BatchRow, batch_id, expected, BatchStatus(to_status).value,
                             reason=reason, values=values)
 
@@ -72,6 +82,11 @@ def _compare_and_set(session: Session, model: type[_Row], row_id: str,
     if not allowed(row.status, to_status):
         raise _refuse("part" if is_part else "batch", row_id, row.status, to_status)
     now = time.time()
+    if not is_part:
+        move = batch_move(row.status, to_status)
+        values = {**values, "due_at": due_at(move, now)}
+        if move.stage is not None:
+            values["stage"] = move.stage.value
     stmt = (update(model)
             .where(model.id == row_id, model.status == row.status)
             .values(status=to_status, updated_at=now, **values)
@@ -102,11 +117,11 @@ def claim_part(session: Session, part_id: str, statuses: str | Iterable[str],
 
 
 def claim_batch(session: Session, batch_id: str, lease_seconds: float, *,
-                stages: Iterable[str], now: float | None = None) -> bool:
+                stages: Iterable[BatchStage], now: float | None = None) -> bool:
     """Take a batch at one of ``stages`` whose ``due_at`` has come (pushing it forward)."""
     now = time.time() if now is None else now
     stmt = (update(BatchRow)
-            .where(BatchRow.id == batch_id, BatchRow.stage.in_(list(stages)),
+            .where(BatchRow.id == batch_id, BatchRow.stage.in_([s.value for s in stages]),
                    BatchRow.due_at <= now)
             .values(due_at=now + lease_seconds)
             .execution_options(synchronize_session=False))

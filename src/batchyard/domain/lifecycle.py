@@ -1,4 +1,4 @@
-"""Statuses, allowed transitions, and the public batch status derived from its parts.
+"""Statuses, allowed transitions, stages, and the public batch status derived from its parts.
 
 A public batch (OpenAI's object, OpenAI's eight statuses) runs as one or more *parts*; each
 part is one provider batch (more than one when the input is split, or when failed requests
@@ -10,11 +10,18 @@ The public status follows the parts (:func:`derive_batch_status`): ``validating`
 input is split, ``in_progress`` while any part is live, ``finalizing`` once none is, then
 the terminal status of :func:`final_batch_status`. A status never moves to itself (that is
 "no change").
+
+Next to its status a batch has a *stage*: which pipeline task it waits for (prepare,
+nothing while its parts run, finalize, nothing ever again) and when that task is due. Both
+come from one table, :data:`BATCH_MOVES`: every allowed status move names the stage it
+leaves the batch in and whether the batch is due now or parked, so a status write and its
+stage write cannot disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -82,18 +89,92 @@ LIVE_PART_STATUSES = (*SUBMIT_PART_STATUSES, *POLL_PART_STATUSES, _P.INGESTING)
 #: Parts that need no more work.
 TERMINAL_PART_STATUSES = (_P.INGESTED, _P.FAILED, _P.CANCELLED, _P.REQUEUED)
 
-BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+class BatchStage(StrEnum):
+    """Which pipeline task a batch waits for (the sweep's view; not a public status)."""
+
+    #: Recorded, not yet split into parts: waits for ``prepare`` (or a cancel before it).
+    ACCEPTED = "accepted"
+    #: Split into parts that are live: parked until the last part ends.
+    RUNNING = "running"
+    #: No part is live: waits for ``finalize`` (counts, result files, final status).
+    FINALIZING = "finalizing"
+    #: Terminal: parked for good.
+    FINALIZED = "finalized"
+
+
+class Due(StrEnum):
+    """When the task of a batch's stage should run after a move."""
+
+    #: At once (the task is nudged; the sweep re-sends the nudge if it is lost).
+    NOW = "now"
+    #: Not until something else (a part's end) says so.
+    PARKED = "parked"
+
+
+#: A parked batch is due this far in the future (ten years: never, in practice).
+PARKED_SECONDS = 10 * 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class BatchMove:
+    """Where a status move leaves the batch: its stage (None: unchanged) and when it is due."""
+
+    stage: BatchStage | None
+    due: Due
+
+
+_S = BatchStage
+_KEEP_NOW = BatchMove(None, Due.NOW)
+_DONE = BatchMove(_S.FINALIZED, Due.PARKED)
+
+#: A new batch: recorded, waiting for prepare.
+NEW_BATCH = BatchMove(_S.ACCEPTED, Due.NOW)
+
+#: Every allowed batch status move, and the stage it leaves the batch in. A cancel keeps the
+#: stage (the cancel task reads it: before the split there is nothing to stop) and is due
+#: now; a terminal status is parked for good.
+BATCH_MOVES: dict[BatchStatus, dict[BatchStatus, BatchMove]] = {
     # Split into parts, rejected input, or a cancel before the split.
-    _B.VALIDATING: frozenset({_B.IN_PROGRESS, _B.FAILED, _B.CANCELLING}),
+    _B.VALIDATING: {_B.IN_PROGRESS: BatchMove(_S.RUNNING, Due.PARKED), _B.FAILED: _DONE,
+                    _B.CANCELLING: _KEEP_NOW},
     # Every batch passes through finalizing: the counts and result files are written there.
-    _B.IN_PROGRESS: frozenset({_B.FINALIZING, _B.CANCELLING}),
-    _B.FINALIZING: frozenset({_B.COMPLETED, _B.EXPIRED, _B.FAILED, _B.CANCELLING}),
-    _B.CANCELLING: frozenset({_B.CANCELLED}),
-    _B.FAILED: frozenset(),
-    _B.COMPLETED: frozenset(),
-    _B.EXPIRED: frozenset(),
-    _B.CANCELLED: frozenset(),
+    _B.IN_PROGRESS: {_B.FINALIZING: BatchMove(_S.FINALIZING, Due.NOW),
+                     _B.CANCELLING: _KEEP_NOW},
+    _B.FINALIZING: {_B.COMPLETED: _DONE, _B.EXPIRED: _DONE, _B.FAILED: _DONE,
+                    _B.CANCELLING: _KEEP_NOW},
+    _B.CANCELLING: {_B.CANCELLED: _DONE},
+    _B.FAILED: {},
+    _B.COMPLETED: {},
+    _B.EXPIRED: {},
+    _B.CANCELLED: {},
 }
+
+BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    status: frozenset(moves) for status, moves in BATCH_MOVES.items()}
+
+#: The stages a batch may be at while the last of its parts ends (prepare is over).
+PARTS_DONE_FROM = (_S.ACCEPTED, _S.RUNNING)
+#: Once no part is live the batch waits for finalize, due now (a cancelling batch keeps
+#: its status: finalize ends it ``cancelled``).
+PARTS_DONE = BatchMove(_S.FINALIZING, Due.NOW)
+
+
+def batch_move(current: BatchStatus | str, new: BatchStatus | str) -> BatchMove:
+    """The stage and due time a move leaves the batch in (KeyError: the move is illegal)."""
+    return BATCH_MOVES[BatchStatus(current)][BatchStatus(new)]
+
+
+def due_at(move: BatchMove, now: float) -> float:
+    """The ``due_at`` time of a batch after ``move`` at ``now``."""
+    return now if move.due == Due.NOW else now + PARKED_SECONDS
+
+
+#: The task a batch at each stage waits for (None: nothing to run).
+STAGE_TASK: dict[BatchStage, str | None] = {
+    _S.ACCEPTED: "prepare", _S.RUNNING: None, _S.FINALIZING: "finalize", _S.FINALIZED: None}
+#: Stages at which the cancel task has work (before the split, or parts still running).
+CANCEL_STAGES = (_S.ACCEPTED, _S.RUNNING)
+
 
 PART_TRANSITIONS: dict[PartStatus, frozenset[PartStatus]] = {
     # Failed: no deployment serves the model; cancelled: the batch was cancelled first.

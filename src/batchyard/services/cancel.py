@@ -9,45 +9,35 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
-
-from batchyard.db.models import BatchRow, PartRow
+from batchyard.db import batches, parts
 from batchyard.db.transitions import claim_batch, transition_batch, transition_part
-from batchyard.domain.lifecycle import BatchStatus, PartStatus
+from batchyard.domain.lifecycle import CANCEL_STAGES, BatchStage, BatchStatus, PartStatus
 from batchyard.services.container import Services
-from batchyard.services.state import (
-    PARKED,
-    STAGE_ACCEPTED,
-    STAGE_DONE,
-    STAGE_RUNNING,
-    request_finalize_if_done,
-)
+from batchyard.services.state import request_finalize_if_done
 
 
 def cancel_batch_work(svc: Services, batch_id: str) -> None:
     """Cancel what has not reached the provider and poll the rest soon."""
     with svc.sessions.begin() as session:
         if not claim_batch(session, batch_id, svc.settings.pipeline.stale_seconds,
-                           stages=[STAGE_ACCEPTED, STAGE_RUNNING]):
+                           stages=CANCEL_STAGES):
             return
-        batch = session.get(BatchRow, batch_id)
+        batch = batches.get_batch_row(session, batch_id)
         if batch is None or not batch.cancel_requested:
             return
-        if batch.stage == STAGE_ACCEPTED:
-            now = time.time()
-            transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
-                             reason="cancelled before validation", cancelled_at=int(now),
-                             stage=STAGE_DONE, due_at=now + PARKED)
-            return
         now = time.time()
-        for part in session.scalars(select(PartRow).where(PartRow.batch_id == batch_id)):
+        if batch.stage == BatchStage.ACCEPTED:
+            transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
+                             reason="cancelled before validation", cancelled_at=int(now))
+            return
+        for part in parts.parts_of(session, batch_id):
             if part.status == PartStatus.PENDING:
                 transition_part(session, part.id, PartStatus.PENDING, PartStatus.CANCELLED,
                                 reason="batch cancelled")
             elif part.status == PartStatus.SUBMITTED:
-                part.next_poll_at = now  # the next tick sends the provider cancel
+                parts.set_next_poll(session, part.id, now)  # the next tick cancels it
         finalize = request_finalize_if_done(session, batch_id)
         if not finalize:
-            session.get(BatchRow, batch_id).due_at = now + PARKED  # type: ignore[union-attr]
+            batches.park(session, batch_id, now)
     if finalize:
         svc.nudge("finalize", batch_id)

@@ -388,7 +388,7 @@ def stop_for_budget(session: Any, batch_id: str, message: str) -> bool:
     now = time.time()
     return transition_batch(session, batch_id, ("validating", "in_progress", "finalizing"),
                             "cancelling", reason=f"budget exceeded: {message}",
-                            cancel_requested=True, cancelling_at=int(now), due_at=now,
+                            cancel_requested=True, cancelling_at=int(now),
                             errors=budget_error(message))
 
 

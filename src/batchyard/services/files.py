@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from batchyard.db import files as repo
 from batchyard.db.convert import FileRecord, Page, file_record
 from batchyard.db.engine import readonly_engine
 from batchyard.db.models import FileRow
@@ -45,7 +45,7 @@ def create_file(svc: Services, *, owner: str | None, filename: str, purpose: str
                   storage_key=key, sha256=sha256, deleted=False)
     try:
         with svc.sessions.begin() as session:
-            session.add(row)
+            repo.add_file(session, row)
     except BaseException:
         svc.store.delete(key)
         raise
@@ -55,7 +55,7 @@ def create_file(svc: Services, *, owner: str | None, filename: str, purpose: str
 
 def _visible(svc: Services, file_id: str, owner: str | None) -> FileRow:
     with svc.sessions() as session:
-        row = session.get(FileRow, file_id)
+        row = repo.get_file_row(session, file_id)
     if row is None or row.deleted or (owner is not None and row.owner_key_id != owner):
         raise NotFoundError(f"No such File object: {file_id}", param="file_id")
     return row
@@ -70,39 +70,16 @@ def list_files(svc: Services, *, owner: str | None, purpose: str | None = None,
                limit: int = 10000, after: str | None = None,
                order: str = "desc") -> Page[FileRecord]:
     """Files visible to ``owner``, by creation time (``after`` is a file id cursor)."""
-    desc = order != "asc"
-    stmt = select(FileRow).where(FileRow.deleted.is_(False))
-    if owner is not None:
-        stmt = stmt.where(FileRow.owner_key_id == owner)
-    if purpose is not None:
-        stmt = stmt.where(FileRow.purpose == purpose)
     with svc.sessions() as session:
-        if after is not None:
-            cursor = session.get(FileRow, after)
-            if cursor is not None:
-                key = (cursor.created_at, cursor.id)
-                stmt = stmt.where((FileRow.created_at < key[0]) | (
-                    (FileRow.created_at == key[0]) & (FileRow.id < key[1]))) if desc else \
-                    stmt.where((FileRow.created_at > key[0]) | (
-                        (FileRow.created_at == key[0]) & (FileRow.id > key[1])))
-        order_by = ((FileRow.created_at.desc(), FileRow.id.desc()) if desc
-                    else (FileRow.created_at.asc(), FileRow.id.asc()))
-        rows = list(session.scalars(stmt.order_by(*order_by).limit(limit + 1)))
-    return _page([file_record(r) for r in rows[:limit]], has_more=len(rows) > limit)
-
-
-def _page(items: list[FileRecord], *, has_more: bool) -> Page[FileRecord]:
-    return Page(data=items, first_id=items[0].id if items else None,
-                last_id=items[-1].id if items else None, has_more=has_more)
+        return repo.page_files(session, owner=owner, purpose=purpose, limit=limit,
+                               after=after, desc=order != "asc")
 
 
 def delete_file(svc: Services, file_id: str, *, owner: str | None) -> FileRecord:
     """Delete a file: its row is marked deleted and its stored bytes removed."""
     row = _visible(svc, file_id, owner)
     with svc.sessions.begin() as session:
-        live = session.get(FileRow, file_id)
-        if live is not None:
-            live.deleted = True
+        repo.mark_deleted(session, file_id)
     if row.storage_key:
         svc.store.delete(row.storage_key)
     return file_record(row)

@@ -13,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from batchyard.config import HttpSettings, Settings
+from batchyard.db.engine import ping
 from batchyard.deployments import DeploymentRegistry
 from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderError
@@ -59,7 +60,7 @@ def check_database(engine: Engine) -> str | None:
     """None when ``SELECT 1`` works, else a short reason."""
     try:
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            ping(conn)
     except Exception as exc:  # any driver error means "not ready"
         return f"{type(exc).__name__}"
     return None

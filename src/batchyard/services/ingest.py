@@ -15,11 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
+from batchyard.db import batches, parts
 from batchyard.db.costs import refresh_batch_totals
-from batchyard.db.models import BatchRow, PartRow, RequestRow
+from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.results import upsert_results
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
@@ -50,8 +48,8 @@ def ingest_part(svc: Services, part_id: str) -> int:
                           svc.settings.pipeline.stale_seconds):
             return 0
     with svc.sessions() as session:
-        part = session.get(PartRow, part_id)
-        batch = session.get(BatchRow, part.batch_id) if part else None
+        part = parts.get_part(session, part_id)
+        batch = batches.get_batch_row(session, part.batch_id) if part else None
     if part is None or batch is None:
         return 0
     outcome = part_status_after_ingest(part.provider_status, error_codes=_error_codes(part),
@@ -148,22 +146,8 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
 
 
 def _part_index(svc: Services, part: PartRow) -> dict[str, tuple[int, int]]:
-    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt).where(
-        RequestRow.part_id == part.id)
     with svc.sessions() as session:
-        return {cid: (line, attempt) for cid, line, attempt in session.execute(stmt)}
-
-
-def _lookup(session: Session, part: PartRow,
-            custom_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """custom_id -> (line_no, attempt) of this part's requests among ``custom_ids``."""
-    # Keyed on the unique (batch_id, custom_id) index; the part is checked here, not in SQL,
-    # so the planner never scans the whole part once per batch of lines.
-    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt,
-                  RequestRow.part_id).where(RequestRow.batch_id == part.batch_id,
-                                            RequestRow.custom_id.in_(custom_ids))
-    return {cid: (line, attempt) for cid, line, attempt, part_id in session.execute(stmt)
-            if part_id == part.id}
+        return parts.request_index(session, part.id)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -204,13 +188,14 @@ def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine
     max_attempts = svc.settings.pipeline.max_request_attempts
     with svc.sessions.begin() as session:
         index = (part_index if part_index is not None
-                 else _lookup(session, part, [line.custom_id for line in lines]))
+                 else parts.lookup_requests(session, part.batch_id, part.id,
+                                            [line.custom_id for line in lines]))
         rows = [row for line in lines
                 if (row := _row(batch, part, line, index, max_attempts, pricer)) is not None]
         upsert_results(session, rows)
         # Still working: keep the lease so the sweep does not hand the part to another worker.
-        session.execute(update(PartRow).where(PartRow.id == part.id).values(
-            next_poll_at=time.time() + svc.settings.pipeline.stale_seconds))
+        parts.set_next_poll(session, part.id,
+                            time.time() + svc.settings.pipeline.stale_seconds)
     count_rows(bool(row["ok"]) for row in rows)
     lines.clear()
     return len(rows)

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from batchyard.config import Settings
-from batchyard.db.models import ApiKeyRow, BatchRow
+from batchyard.db import batches
+from batchyard.db import keys as repo
+from batchyard.db.models import ApiKeyRow
 from batchyard.domain.lifecycle import OPEN_BATCH_STATUSES
 from batchyard.errors import (
     AuthenticationError,
@@ -114,24 +115,21 @@ def create_key(svc: KeyServices, *, name: str, max_file_bytes: int | None = None
         can_schedule=can_schedule,
     )
     with svc.sessions.begin() as session:
-        session.add(row)
+        repo.add_key(session, row)
     logger.info("keys.created", extra={"key_id": row.id})
     return _record(row), plaintext
 
 
 def list_keys(svc: KeyServices, *, include_revoked: bool = True) -> list[ApiKey]:
     """Every virtual key, oldest first."""
-    query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
-    if not include_revoked:
-        query = query.where(ApiKeyRow.revoked_at.is_(None))
     with svc.sessions() as session:
-        return [_record(row) for row in session.scalars(query)]
+        return [_record(row) for row in repo.all_keys(session, include_revoked=include_revoked)]
 
 
 def revoke_key(svc: KeyServices, key_id: str) -> ApiKey:
     """Revoke a virtual key at once (its objects stay; only the master can still see them)."""
     with svc.sessions.begin() as session:
-        row = session.get(ApiKeyRow, key_id)
+        row = repo.get_key(session, key_id)
         if row is None:
             raise NotFoundError(f"No such API key: {key_id}", param="key_id")
         if row.revoked_at is None:
@@ -172,7 +170,7 @@ def authenticate(svc: KeyServices, token: str | None, *, local_client: bool) -> 
 
 def _virtual_principal(svc: KeyServices, token: str) -> Principal:
     with svc.sessions() as session:
-        row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == _hash(token)))
+        row = repo.key_by_hash(session, _hash(token))
         record = _record(row) if row is not None else None
     if record is None or record.revoked_at is not None:
         raise AuthenticationError(f"Incorrect API key provided: {_mask(token)}.",
@@ -200,10 +198,8 @@ def ensure_batch_capacity(svc: KeyServices, principal: Principal) -> None:
     key = principal.key
     if key is None or key.max_batches_in_flight is None:
         return
-    query = select(func.count()).select_from(BatchRow).where(
-        BatchRow.owner_key_id == key.id, BatchRow.status.in_(IN_FLIGHT_STATUSES))
     with svc.sessions() as session:
-        in_flight = int(session.scalar(query) or 0)
+        in_flight = batches.count_batches(session, owner=key.id, statuses=IN_FLIGHT_STATUSES)
     if in_flight >= key.max_batches_in_flight:
         raise LimitExceededError(
             f"This key already has {in_flight} batches in flight (limit "

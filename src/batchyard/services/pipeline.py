@@ -7,7 +7,6 @@ state has moved on, so running one twice (a redelivered or swept nudge) is harml
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from batchyard.services.cancel import cancel_batch_work
 from batchyard.services.container import Services
@@ -17,7 +16,7 @@ from batchyard.services.prepare import prepare_batch
 from batchyard.services.submit import submit_part
 from batchyard.services.sweep import tick
 
-TASKS: dict[str, Callable[[Services, str], Any]] = {
+TASKS: dict[str, Callable[[Services, str], object]] = {
     "prepare": prepare_batch,
     "submit": submit_part,
     "ingest": ingest_part,
@@ -26,7 +25,7 @@ TASKS: dict[str, Callable[[Services, str], Any]] = {
 }
 
 
-def run_task(svc: Services, name: str, object_id: str) -> Any:
+def run_task(svc: Services, name: str, object_id: str) -> object:
     """Run the pipeline step ``name`` for ``object_id``."""
     return TASKS[name](svc, object_id)
 

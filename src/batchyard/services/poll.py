@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import select, update
-
+from batchyard.db import batches, parts
 from batchyard.db.engine import is_sqlite
-from batchyard.db.models import BatchRow, PartRow
+from batchyard.db.models import PartRow
 from batchyard.db.transitions import transition_part
 from batchyard.domain.lifecycle import POLL_PART_STATUSES, PartStatus, part_status_after_poll
 from batchyard.domain.polling import next_poll_delay
@@ -33,19 +32,10 @@ logger = logging.getLogger(__name__)
 
 def claim_due_parts(svc: Services, *, limit: int = 500) -> list[str]:
     """Take the parts whose poll time has come and push their next poll out (a lease)."""
-    now = time.time()
-    stmt = (select(PartRow.id)
-            .where(PartRow.status.in_(POLL_PART_STATUSES), PartRow.next_poll_at <= now)
-            .order_by(PartRow.next_poll_at).limit(limit))
-    if not is_sqlite(svc.engine):
-        stmt = stmt.with_for_update(skip_locked=True)
     with svc.sessions.begin() as session:
-        ids = list(session.scalars(stmt))
-        if ids:
-            session.execute(update(PartRow).where(PartRow.id.in_(ids))
-                            .values(next_poll_at=now + svc.settings.pipeline.stale_seconds)
-                            .execution_options(synchronize_session=False))
-    return ids
+        return parts.claim_due_parts(session, POLL_PART_STATUSES, now=time.time(),
+                                     lease=svc.settings.pipeline.stale_seconds, limit=limit,
+                                     skip_locked=not is_sqlite(svc.engine))
 
 
 def poll_due_parts(svc: Services) -> int:
@@ -74,8 +64,8 @@ def _safe_poll(svc: Services, part_id: str) -> str | None:
 def poll_part(svc: Services, part_id: str) -> None:
     """Ask the provider about one part and record what it says."""
     with svc.sessions() as session:
-        part = session.get(PartRow, part_id)
-        batch = session.get(BatchRow, part.batch_id) if part else None
+        part = parts.get_part(session, part_id)
+        batch = batches.get_batch_row(session, part.batch_id) if part else None
     if part is None or batch is None or part.status not in POLL_PART_STATUSES:
         return
     provider = svc.providers.batches_for(str(part.deployment))
@@ -142,6 +132,4 @@ def _schedule(svc: Services, part: PartRow, *, progressed: bool, status: str | N
     if error is not None:
         values["last_error"] = error[:1000]
     with svc.sessions.begin() as session:
-        session.execute(update(PartRow)
-                        .where(PartRow.id == part.id, PartRow.status.in_(POLL_PART_STATUSES))
-                        .values(**values).execution_options(synchronize_session=False))
+        parts.record_poll(session, part.id, POLL_PART_STATUSES, values)

@@ -18,18 +18,18 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
+from batchyard.db import batches, files, parts
 from batchyard.db.bulk import insert_requests
-from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
+from batchyard.db.models import BatchRow, FileRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
-from batchyard.domain.lifecycle import BatchStatus, PartStatus
+from batchyard.domain.lifecycle import BatchStage, BatchStatus
 from batchyard.domain.pricing import default_output_tokens
 from batchyard.errors import JsonlError
 from batchyard.services import anthropic_parts
 from batchyard.services.container import Services
 from batchyard.services.costs import TokenTally, record_estimates
 from batchyard.services.ids import new_part_id
-from batchyard.services.state import PARKED, STAGE_ACCEPTED, STAGE_DONE, STAGE_RUNNING
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,13 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
     """Validate and split a batch's input; returns the new part ids (already nudged)."""
     with svc.sessions.begin() as session:
         if not claim_batch(session, batch_id, svc.settings.pipeline.stale_seconds,
-                           stages=[STAGE_ACCEPTED]):
+                           stages=[BatchStage.ACCEPTED]):
             return []
     with svc.sessions() as session:
-        batch = session.get(BatchRow, batch_id)
+        batch = batches.get_batch_row(session, batch_id)
         if batch is None or batch.status != BatchStatus.VALIDATING:
             return []
-        input_file = session.get(FileRow, batch.input_file_id)
+        input_file = files.get_file_row(session, batch.input_file_id)
     try:
         part_ids = _split_and_store(svc, batch, input_file)
     except _Moved:
@@ -92,8 +92,7 @@ def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -
         moved = transition_batch(session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
                                  reason=f"split into {len(writer.part_ids)} parts",
                                  total=writer.total, model=batch.model or writer.model,
-                                 stage=STAGE_RUNNING, in_progress_at=int(now),
-                                 due_at=now + PARKED)
+                                 in_progress_at=int(now))
         if not moved:  # cancelled or changed meanwhile: roll the whole split back
             raise _Moved
     return writer.part_ids
@@ -153,15 +152,10 @@ class _PartWriter:
             return
         self._flush()
         part_id, count = self.part_ids[-1], self._count
-        self.session.add(PartRow(id=part_id, batch_id=self.batch_id, seq=len(self.part_ids),
-                                 attempt=1, status=PartStatus.PENDING, request_count=count,
-                                 byte_size=self._bytes, estimated_tokens=self._tokens,
-                                 next_poll_at=self.now, created_at=self.now,
-                                 updated_at=self.now))
-        self.session.add(EventRow(batch_id=self.batch_id, part_id=part_id, entity="part",
-                                  from_status=None, to_status=PartStatus.PENDING, at=self.now,
-                                  reason=f"{count} requests"))
-        self.session.flush()
+        parts.add_part(self.session, part_id=part_id, batch_id=self.batch_id,
+                       seq=len(self.part_ids), attempt=1, request_count=count,
+                       byte_size=self._bytes, estimated_tokens=self._tokens, now=self.now,
+                       reason=f"{count} requests")
         self.part_tokens[part_id] = self._tally
         self._tally = TokenTally()
         self.total += count
@@ -171,12 +165,10 @@ class _PartWriter:
 def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
     error = {"code": exc.code or "invalid_request", "message": exc.message,
              "param": exc.param, "line": exc.line}
-    now = int(time.time())
     with svc.sessions.begin() as session:
         transition_batch(session, batch_id, BatchStatus.VALIDATING, BatchStatus.FAILED,
-                         reason=exc.message,
-                         errors={"object": "list", "data": [error]}, failed_at=now,
-                         stage=STAGE_DONE, due_at=now + PARKED)
+                         reason=exc.message, errors={"object": "list", "data": [error]},
+                         failed_at=int(time.time()))
     logger.info("batch.invalid", extra={"batch_id": batch_id, "line": exc.line,
                                         "code": exc.code})
 

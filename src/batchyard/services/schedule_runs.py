@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from batchyard.db import schedules as repo
 from batchyard.domain.schedule import TERMINAL_BATCH_STATUSES, local_time, parse_timezone
 from batchyard.domain.schedule_records import ScheduleRecord
 from batchyard.errors import NotFoundError
 from batchyard.services import batches, files, notifications
+from batchyard.services.container import Services
 from batchyard.services.schedule_sources import materialize
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def batch_metadata(schedule: ScheduleRecord, fire_time: int) -> dict[str, str]:
             "batchyard_fire_time": fire_local.isoformat()}
 
 
-def submit(svc: Any, schedule: ScheduleRecord, fire_time: int) -> RunOutcome:
+def submit(svc: Services, schedule: ScheduleRecord, fire_time: int) -> RunOutcome:
     """Create this run's batch. Raises the source's error with nothing recorded."""
     if schedule.source.get("kind") == "file":
         file_id = str(schedule.source["file_id"])
@@ -60,7 +60,7 @@ def submit(svc: Any, schedule: ScheduleRecord, fire_time: int) -> RunOutcome:
         raise
 
 
-def _create_batch(svc: Any, schedule: ScheduleRecord, file_id: str, fire_time: int) -> str:
+def _create_batch(svc: Services, schedule: ScheduleRecord, file_id: str, fire_time: int) -> str:
     batch = batches.create_batch(
         svc, owner=schedule.owner, input_file_id=file_id, endpoint=schedule.endpoint,
         completion_window=schedule.completion_window,
@@ -68,7 +68,7 @@ def _create_batch(svc: Any, schedule: ScheduleRecord, file_id: str, fire_time: i
     return str(batch.id)
 
 
-def batch_status(svc: Any, batch_id: str) -> str | None:
+def batch_status(svc: Services, batch_id: str) -> str | None:
     """The public status of a batch (None when it no longer exists)."""
     try:
         return str(batches.get_batch(svc, batch_id, owner=None).status)
@@ -76,7 +76,7 @@ def batch_status(svc: Any, batch_id: str) -> str | None:
         return None
 
 
-def observe_run_batches(svc: Any, *, now: float) -> int:
+def observe_run_batches(svc: Services, *, now: float) -> int:
     """Note runs whose batch has ended and announce the end; returns how many ended."""
     with svc.sessions() as session:
         waiting = repo.runs_awaiting_batch_end(session)
@@ -94,7 +94,7 @@ def observe_run_batches(svc: Any, *, now: float) -> int:
     return ended
 
 
-def recover_interrupted_runs(svc: Any, *, now: float,
+def recover_interrupted_runs(svc: Services, *, now: float,
                              timeout: float = RUN_TIMEOUT_SECONDS) -> int:
     """Settle runs whose scheduler died after claiming them; returns how many.
 

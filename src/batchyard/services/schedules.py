@@ -33,6 +33,7 @@ from batchyard.domain.schedule import (
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
 from batchyard.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from batchyard.services import notifications, schedule_runs
+from batchyard.services.container import Services
 from batchyard.services.schedule_sources import CODE_SOURCE_KINDS, Source
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class ScheduleSpec(BaseModel):
         return value or None
 
 
-def create_schedule(svc: Any, spec: ScheduleSpec, *, owner: str | None,
+def create_schedule(svc: Services, spec: ScheduleSpec, *, owner: str | None,
                     allow_code_sources: bool = True, now: Clock = None) -> ScheduleRecord:
     """Record a schedule; its first run is the first slot after ``now``."""
     if spec.source.kind in CODE_SOURCE_KINDS and not allow_code_sources:
@@ -124,7 +125,7 @@ def create_schedule(svc: Any, spec: ScheduleSpec, *, owner: str | None,
     return record
 
 
-def get_schedule(svc: Any, schedule_id: str, *, owner: str | None) -> ScheduleRecord:
+def get_schedule(svc: Services, schedule_id: str, *, owner: str | None) -> ScheduleRecord:
     """One schedule; NotFoundError when it does not exist or is not the caller's."""
     with svc.sessions() as session:
         record = repo.get_schedule(session, schedule_id, owner=owner)
@@ -133,13 +134,13 @@ def get_schedule(svc: Any, schedule_id: str, *, owner: str | None) -> ScheduleRe
     return record
 
 
-def list_schedules(svc: Any, *, owner: str | None) -> list[ScheduleRecord]:
+def list_schedules(svc: Services, *, owner: str | None) -> list[ScheduleRecord]:
     """Every schedule the caller may see, oldest first."""
     with svc.sessions() as session:
         return repo.list_schedules(session, owner=owner)
 
 
-def pause_schedule(svc: Any, schedule_id: str, *, owner: str | None,
+def pause_schedule(svc: Services, schedule_id: str, *, owner: str | None,
                    now: Clock = None) -> ScheduleRecord:
     """Stop firing (runs already started carry on)."""
     get_schedule(svc, schedule_id, owner=owner)
@@ -148,7 +149,7 @@ def pause_schedule(svc: Any, schedule_id: str, *, owner: str | None,
     return get_schedule(svc, schedule_id, owner=owner)
 
 
-def resume_schedule(svc: Any, schedule_id: str, *, owner: str | None,
+def resume_schedule(svc: Services, schedule_id: str, *, owner: str | None,
                     now: Clock = None) -> ScheduleRecord:
     """Fire again from the next slot after ``now`` (slots missed while paused are not run)."""
     record = get_schedule(svc, schedule_id, owner=owner)
@@ -160,7 +161,7 @@ def resume_schedule(svc: Any, schedule_id: str, *, owner: str | None,
     return get_schedule(svc, schedule_id, owner=owner)
 
 
-def delete_schedule(svc: Any, schedule_id: str, *, owner: str | None) -> ScheduleRecord:
+def delete_schedule(svc: Services, schedule_id: str, *, owner: str | None) -> ScheduleRecord:
     """Remove a schedule and its run history; batches it created are untouched."""
     record = get_schedule(svc, schedule_id, owner=owner)
     with svc.sessions.begin() as session:
@@ -169,7 +170,7 @@ def delete_schedule(svc: Any, schedule_id: str, *, owner: str | None) -> Schedul
     return record
 
 
-def list_runs(svc: Any, schedule_id: str, *, owner: str | None,
+def list_runs(svc: Services, schedule_id: str, *, owner: str | None,
               limit: int = 50) -> list[ScheduleRunRecord]:
     """A schedule's runs, newest first."""
     get_schedule(svc, schedule_id, owner=owner)
@@ -192,7 +193,7 @@ class TickReport:
     recovered: int = 0
 
 
-def tick(svc: Any, *, now: Clock = None) -> TickReport:
+def tick(svc: Services, *, now: Clock = None) -> TickReport:
     """Fire every due schedule once, note which runs' batches ended, announce ended batches."""
     now_ts = resolve_now(now)
     report = TickReport()
@@ -209,7 +210,7 @@ def tick(svc: Any, *, now: Clock = None) -> TickReport:
     return report
 
 
-def _tick_one(svc: Any, schedule: ScheduleRecord, now_ts: float, report: TickReport) -> None:
+def _tick_one(svc: Services, schedule: ScheduleRecord, now_ts: float, report: TickReport) -> None:
     assert schedule.next_fire_at is not None  # due_schedules only returns set cursors
     plan = plan_tick(schedule.cron, parse_timezone(schedule.timezone),
                      next_fire_at=schedule.next_fire_at, now=now_ts, catch_up=schedule.catch_up,
@@ -228,7 +229,7 @@ def _tick_one(svc: Any, schedule: ScheduleRecord, now_ts: float, report: TickRep
         repo.advance_cursor(session, schedule.id, to=plan.next_fire_at, now=now_ts)
 
 
-def _claim(svc: Any, schedule_id: str, fire_time: int, *, missed: int, now: float,
+def _claim(svc: Services, schedule_id: str, fire_time: int, *, missed: int, now: float,
            status: str = "started", reason: str | None = None) -> int | None:
     """Insert the run row in its own transaction; None when another scheduler got there first."""
     try:
@@ -241,7 +242,7 @@ def _claim(svc: Any, schedule_id: str, fire_time: int, *, missed: int, now: floa
         return None
 
 
-def _record_missed(svc: Any, schedule: ScheduleRecord, fire_time: int, missed: int,
+def _record_missed(svc: Services, schedule: ScheduleRecord, fire_time: int, missed: int,
                    now: float) -> ScheduleRunRecord | None:
     reason = f"catch-up skip: {missed} slot(s) missed while the scheduler was down"
     run_id = _claim(svc, schedule.id, fire_time, missed=missed, now=now, status="skipped",
@@ -249,7 +250,7 @@ def _record_missed(svc: Any, schedule: ScheduleRecord, fire_time: int, missed: i
     return _load_run(svc, run_id) if run_id is not None else None
 
 
-def fire_slot(svc: Any, schedule: ScheduleRecord, fire_time: int, *, missed: int = 0,
+def fire_slot(svc: Services, schedule: ScheduleRecord, fire_time: int, *, missed: int = 0,
               now: Clock = None) -> ScheduleRunRecord | None:
     """Run one slot of one schedule, exactly once across schedulers (None: already claimed)."""
     now_ts = resolve_now(now)
@@ -266,7 +267,7 @@ def fire_slot(svc: Any, schedule: ScheduleRecord, fire_time: int, *, missed: int
     return _load_run(svc, run_id)
 
 
-def _overlap_reason(svc: Any, schedule: ScheduleRecord, fire_time: int) -> str | None:
+def _overlap_reason(svc: Services, schedule: ScheduleRecord, fire_time: int) -> str | None:
     if schedule.overlap != "skip":
         return None
     with svc.sessions() as session:
@@ -277,7 +278,7 @@ def _overlap_reason(svc: Any, schedule: ScheduleRecord, fire_time: int) -> str |
     return overlap_skip_reason(schedule.overlap, status, previous.batch_id)
 
 
-def _submit_run(svc: Any, schedule: ScheduleRecord, run_id: int, fire_time: int,
+def _submit_run(svc: Services, schedule: ScheduleRecord, run_id: int, fire_time: int,
                 missed: int, now_ts: float) -> None:
     try:
         outcome = schedule_runs.submit(svc, schedule, fire_time)
@@ -297,12 +298,12 @@ def _submit_run(svc: Any, schedule: ScheduleRecord, run_id: int, fire_time: int,
                                                  "batch_id": outcome.batch_id})
 
 
-def _finish(svc: Any, run_id: int, *, status: str, now: float, **values: Any) -> None:
+def _finish(svc: Services, run_id: int, *, status: str, now: float, **values: Any) -> None:
     with svc.sessions.begin() as session:
         repo.finish_run(session, run_id, status=status, now=now, **values)
 
 
-def _load_run(svc: Any, run_id: int) -> ScheduleRunRecord:
+def _load_run(svc: Services, run_id: int) -> ScheduleRunRecord:
     with svc.sessions() as session:
         run = repo.get_run(session, run_id)
     if run is None:  # pragma: no cover - the row was inserted by this process

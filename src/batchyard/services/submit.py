@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from batchyard.db.models import BatchRow, PartRow, RequestRow
+from batchyard.db import batches, parts
+from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import rewrite_model
 from batchyard.domain.lifecycle import SUBMIT_PART_STATUSES, PartStatus
@@ -71,8 +71,8 @@ def submit_part(svc: Services, part_id: str) -> str | None:
 
 def _load(svc: Services, part_id: str, fresh: bool) -> _Step | None:
     with svc.sessions() as session:
-        part = session.get(PartRow, part_id)
-        batch = session.get(BatchRow, part.batch_id) if part else None
+        part = parts.get_part(session, part_id)
+        batch = batches.get_batch_row(session, part.batch_id) if part else None
         return _Step(part, batch, fresh) if part and batch else None
 
 
@@ -127,10 +127,9 @@ def _start(svc: Services, step: _Step) -> bool:
 def _wait_for_room(svc: Services, session: Session, part_id: str) -> None:
     # Nobody has room now: look again once a quota block may have lifted.
     cfg = svc.settings.pipeline
-    part = session.get(PartRow, part_id)
-    if part is not None:
-        part.next_poll_at = time.time() + min(cfg.quota_retry_seconds, cfg.poll_min_seconds)
-        part.last_error = "waiting for deployment capacity"
+    parts.set_next_poll(session, part_id,
+                        time.time() + min(cfg.quota_retry_seconds, cfg.poll_min_seconds),
+                        error="waiting for deployment capacity")
 
 
 def intent_lease(svc: Services, part: PartRow) -> float:
@@ -172,7 +171,7 @@ def _uploaded(svc: Services, part: PartRow, file_id: str | None) -> bool:
 
 def _record_intent(svc: Services, part: PartRow, src: PartStatus, dst: PartStatus) -> bool:
     with svc.sessions.begin() as session:
-        row = session.get(PartRow, part.id)
+        row = parts.get_part(session, part.id)
         attempts = (row.side_effect_attempts if row else 0) + 1
         return transition_part(session, part.id, src, dst, side_effect_attempts=attempts,
                                next_poll_at=time.time() + intent_lease(svc, part))
@@ -226,10 +225,8 @@ def _find_batch(provider: SyncProviderClient, part_id: str) -> ProviderBatch | N
 
 
 def _write_part_file(svc: Services, part: PartRow, dep: Deployment, out: IO[bytes]) -> None:
-    stmt = (select(RequestRow.body).where(RequestRow.part_id == part.id)
-            .order_by(RequestRow.line_no).execution_options(yield_per=2_000))
     with svc.sessions() as session:
-        for body in session.scalars(stmt):
+        for body in parts.iter_request_bodies(session, part.id):
             raw = body.encode("utf-8")
             line = rewrite_model(raw, dep.model) if dep.rewrites_model else raw
             out.write(line + b"\n")
@@ -238,10 +235,7 @@ def _write_part_file(svc: Services, part: PartRow, dep: Deployment, out: IO[byte
 def _retry_later(svc: Services, part_id: str, exc: ProviderTransientError) -> None:
     delay = max(exc.retry_after or 0.0, svc.settings.pipeline.poll_min_seconds)
     with svc.sessions.begin() as session:
-        part = session.get(PartRow, part_id)
-        if part is not None:
-            part.last_error = str(exc)[:1000]
-            part.next_poll_at = time.time() + delay
+        parts.set_next_poll(session, part_id, time.time() + delay, error=str(exc))
     logger.warning("part.submit_transient", extra={"part_id": part_id, "error": str(exc)})
 
 

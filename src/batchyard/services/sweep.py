@@ -12,13 +12,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
-from batchyard.db.models import BatchRow, PartRow
-from batchyard.domain.lifecycle import SUBMIT_PART_STATUSES, PartStatus
+from batchyard.db import batches, parts
+from batchyard.domain.lifecycle import (
+    CANCEL_STAGES,
+    SUBMIT_PART_STATUSES,
+    BatchStage,
+    PartStatus,
+)
 from batchyard.services.container import Services
 from batchyard.services.poll import poll_due_parts
-from batchyard.services.state import STAGE_ACCEPTED, STAGE_FINALIZING, STAGE_RUNNING
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +50,17 @@ def sweep(svc: Services, *, limit: int = 500) -> SweepReport:
     overdue = now - svc.settings.pipeline.stale_seconds
     report = SweepReport()
     with svc.sessions() as session:
-        report.nudged["submit"] = list(session.scalars(
-            select(PartRow.id).where(PartRow.status.in_(SUBMIT_PART_STATUSES),
-                                     PartRow.next_poll_at <= overdue).limit(limit)))
-        report.nudged["ingest"] = list(session.scalars(
-            select(PartRow.id).where(PartRow.status == PartStatus.INGESTING,
-                                     PartRow.next_poll_at <= overdue).limit(limit)))
-        report.nudged["prepare"] = list(session.scalars(
-            select(BatchRow.id).where(BatchRow.stage == STAGE_ACCEPTED,
-                                      BatchRow.cancel_requested.is_(False),
-                                      BatchRow.due_at <= overdue).limit(limit)))
-        report.nudged["finalize"] = list(session.scalars(
-            select(BatchRow.id).where(BatchRow.stage == STAGE_FINALIZING,
-                                      BatchRow.due_at <= overdue).limit(limit)))
-        report.nudged["cancel"] = list(session.scalars(
-            select(BatchRow.id).where(BatchRow.stage.in_([STAGE_ACCEPTED, STAGE_RUNNING]),
-                                      BatchRow.cancel_requested.is_(True),
-                                      BatchRow.due_at <= overdue).limit(limit)))
+        report.nudged["submit"] = parts.overdue_part_ids(session, SUBMIT_PART_STATUSES,
+                                                         before=overdue, limit=limit)
+        report.nudged["ingest"] = parts.overdue_part_ids(session, [PartStatus.INGESTING],
+                                                         before=overdue, limit=limit)
+        report.nudged["prepare"] = batches.overdue_batch_ids(
+            session, stages=[BatchStage.ACCEPTED], cancel_requested=False, before=overdue,
+            limit=limit)
+        report.nudged["finalize"] = batches.overdue_batch_ids(
+            session, stages=[BatchStage.FINALIZING], before=overdue, limit=limit)
+        report.nudged["cancel"] = batches.overdue_batch_ids(
+            session, stages=CANCEL_STAGES, cancel_requested=True, before=overdue, limit=limit)
     for task, ids in report.nudged.items():
         for object_id in ids:
             svc.nudge(task, object_id)

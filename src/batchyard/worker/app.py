@@ -71,7 +71,7 @@ def _conf(settings: Settings) -> dict[str, Any]:
     }
 
 
-def register_tasks(app: Celery, svc: Callable[[], Any]) -> None:
+def register_tasks(app: Celery, svc: Callable[[], Services]) -> None:
     """Register every task of the table on ``app`` (``svc`` returns the worker's Services)."""
     for spec in TASKS:
         if spec.every is None:
@@ -81,7 +81,7 @@ def register_tasks(app: Celery, svc: Callable[[], Any]) -> None:
                            run_tick if spec.short == "tick" else BEAT_TASKS[spec.name])
 
 
-def _register_step(app: Celery, svc: Callable[[], Any], spec: TaskSpec) -> None:
+def _register_step(app: Celery, svc: Callable[[], Services], spec: TaskSpec) -> None:
     def step(self: Task, object_id: str) -> None:
         with timed_task(spec.short):
             run_task(svc(), spec.short, object_id)
@@ -89,8 +89,8 @@ def _register_step(app: Celery, svc: Callable[[], Any], spec: TaskSpec) -> None:
     app.task(name=spec.name, bind=True, acks_late=spec.acks_late, shared=False)(step)
 
 
-def _register_beat(app: Celery, svc: Callable[[], Any], spec: TaskSpec,
-                   body: Callable[[Any], int]) -> None:
+def _register_beat(app: Celery, svc: Callable[[], Services], spec: TaskSpec,
+                   body: Callable[[Services], int]) -> None:
     def beat(self: Task) -> int:
         with timed_task(spec.short):
             return body(svc())

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from celery import Celery, Task
 
 from batchyard.broker.tasks import task_name
 from batchyard.services import notifications, schedules
+from batchyard.services.container import Services
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ SCHEDULER_TICK = task_name("schedules.tick")
 WEBHOOK_DELIVER = task_name("webhooks.deliver")
 
 
-def scheduler_tick(svc: Any) -> int:
+def scheduler_tick(svc: Services) -> int:
     """One scheduler pass; returns how many runs it recorded."""
     report = schedules.tick(svc)
     if report.runs or report.lost_races:
@@ -34,24 +34,25 @@ def scheduler_tick(svc: Any) -> int:
     return len(report.runs)
 
 
-def deliver_webhooks(svc: Any) -> int:
+def deliver_webhooks(svc: Services) -> int:
     """Send every due webhook attempt; returns how many were made."""
     return len(notifications.deliver_due(svc))
 
 
 #: Task name -> body, for the beat-driven tasks of this module.
-BEAT_TASKS: dict[str, Callable[[Any], int]] = {
+BEAT_TASKS: dict[str, Callable[[Services], int]] = {
     SCHEDULER_TICK: scheduler_tick, WEBHOOK_DELIVER: deliver_webhooks,
 }
 
 
-def register_schedule_tasks(app: Celery, svc: Callable[[], Any]) -> None:
+def register_schedule_tasks(app: Celery, svc: Callable[[], Services]) -> None:
     """Register only the schedule/webhook tasks on ``app`` (tests drive them alone)."""
     for name, func in BEAT_TASKS.items():
         _task(app, svc, name, func)
 
 
-def _task(app: Celery, svc: Callable[[], Any], name: str, func: Callable[[Any], int]) -> None:
+def _task(app: Celery, svc: Callable[[], Services], name: str,
+          func: Callable[[Services], int]) -> None:
     def run(self: Task) -> int:
         return func(svc())
 

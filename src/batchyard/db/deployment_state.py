@@ -1,0 +1,50 @@
+"""The deployment_state table: quota blocks per deployment and the router's counter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import DeploymentStateRow
+
+#: The deployment_state row whose counter drives round-robin / weighted choices.
+ROUTER_ROW = "__router__"
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def blocked_until(session: Session) -> dict[str, float | None]:
+    """deployment id -> the time before which it takes no new parts (router row left out)."""
+    rows = session.execute(
+        select(DeploymentStateRow.deployment_id, DeploymentStateRow.blocked_until)).all()
+    return {dep: until for dep, until in rows if dep != ROUTER_ROW}
+
+
+def block_deployment(session: Session, deployment_id: str, until: float) -> None:
+    """Give a deployment no new parts before ``until`` (a later block is never shortened)."""
+    stmt = _insert(session)(DeploymentStateRow).values(
+        deployment_id=deployment_id, blocked_until=until, counter=0, updated_at=time.time())
+    later = (func.max(func.coalesce(DeploymentStateRow.blocked_until, 0), until)
+             if session.get_bind().dialect.name == "sqlite"
+             else func.greatest(DeploymentStateRow.blocked_until, until))
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[DeploymentStateRow.deployment_id],
+        set_={"blocked_until": later, "updated_at": time.time()}))
+
+
+def bump_router_counter(session: Session) -> int:
+    """Add one to the router's counter and return it."""
+    # One atomic upsert: two workers choosing at once must not both insert the row.
+    stmt = _insert(session)(DeploymentStateRow).values(deployment_id=ROUTER_ROW, counter=1,
+                                                       updated_at=time.time())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[DeploymentStateRow.deployment_id],
+        set_={"counter": DeploymentStateRow.counter + 1})
+    return int(session.execute(stmt.returning(DeploymentStateRow.counter)).scalar_one())

@@ -1,0 +1,206 @@
+"""The parts and requests tables: every statement that reads or writes a part (one provider
+batch) or the input lines it carries (status moves are in :mod:`batchyard.db.transitions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import case, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from batchyard.db.models import EventRow, PartRow, RequestRow, ResultRow
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, POLL_PART_STATUSES, PartStatus
+from batchyard.domain.records import PartInfo
+
+
+def get_part(session: Session, part_id: str) -> PartRow | None:
+    """The part row (fresh from the database)."""
+    return session.get(PartRow, part_id, populate_existing=True)
+
+
+def parts_of(session: Session, batch_id: str) -> list[PartRow]:
+    """Every part of a batch (retries included), in creation order."""
+    return list(session.scalars(select(PartRow).where(PartRow.batch_id == batch_id)
+                                .order_by(PartRow.seq)))
+
+
+def part_infos(session: Session, batch_id: str) -> list[PartInfo]:
+    """Every part of a batch with its counts: the provider's while it runs the part, our
+    result rows once they are ingested."""
+    ok = func.sum(case((ResultRow.ok.is_(True), 1), else_=0))
+    bad = func.sum(case((ResultRow.ok.is_(True), 0), else_=1))
+    ingested = {part_id: (int(good or 0), int(failed or 0)) for part_id, good, failed in
+                session.execute(select(ResultRow.part_id, ok, bad)
+                                .where(ResultRow.batch_id == batch_id)
+                                .group_by(ResultRow.part_id))}
+    infos = []
+    for part in parts_of(session, batch_id):
+        completed, failed = ingested.get(part.id, (0, 0))
+        if part.status in POLL_PART_STATUSES:
+            completed, failed = part.provider_completed, part.provider_failed
+        infos.append(PartInfo(
+            id=part.id, seq=part.seq, attempt=part.attempt, status=PartStatus(part.status),
+            deployment=part.deployment, provider_batch_id=part.provider_batch_id,
+            provider_status=part.provider_status, total=part.request_count,
+            completed=completed, failed=failed, last_error=part.last_error))
+    return infos
+
+
+def live_part_count(session: Session, batch_id: str) -> int:
+    """How many of a batch's parts still need work."""
+    stmt = select(func.count()).select_from(PartRow).where(
+        PartRow.batch_id == batch_id, PartRow.status.in_(LIVE_PART_STATUSES))
+    return int(session.scalar(stmt) or 0)
+
+
+def add_part(session: Session, *, part_id: str, batch_id: str, seq: int, attempt: int,
+             request_count: int, byte_size: int, estimated_tokens: int, now: float,
+             reason: str) -> None:
+    """A new ``pending`` part (due at once) with its creation event."""
+    session.add(PartRow(id=part_id, batch_id=batch_id, seq=seq, attempt=attempt,
+                        status=PartStatus.PENDING.value, request_count=request_count,
+                        byte_size=byte_size, estimated_tokens=estimated_tokens,
+                        next_poll_at=now, created_at=now, updated_at=now))
+    session.add(EventRow(batch_id=batch_id, part_id=part_id, entity="part", from_status=None,
+                         to_status=PartStatus.PENDING.value, at=now, reason=reason))
+    session.flush()
+
+
+def next_seq(session: Session, batch_id: str) -> int:
+    """The sequence number of the batch's next part."""
+    return int(session.scalar(select(func.max(PartRow.seq))
+                              .where(PartRow.batch_id == batch_id)) or 0) + 1
+
+
+def failed_part_errors(session: Session, batch_id: str) -> list[dict[str, Any]]:
+    """The provider errors of the batch's failed parts (one generic error for a part that
+    failed without saying why)."""
+    errors: list[dict[str, Any]] = []
+    stmt = select(PartRow.provider_errors).where(PartRow.batch_id == batch_id,
+                                                 PartRow.status == PartStatus.FAILED)
+    for blob in session.scalars(stmt):
+        errors.extend((blob or {}).get("data") or [{"code": "provider_failed",
+                                                    "message": "the provider batch failed"}])
+    return errors
+
+
+# ---- scheduling and leases ------------------------------------------------------------
+
+def set_next_poll(session: Session, part_id: str, when: float, *,
+                  error: str | None = None) -> None:
+    """When the pipeline should next act on the part (also a lease); ``error`` notes why it
+    waits."""
+    values: dict[str, Any] = {"next_poll_at": when}
+    if error is not None:
+        values["last_error"] = error[:1000]
+    session.execute(update(PartRow).where(PartRow.id == part_id).values(**values)
+                    .execution_options(synchronize_session=False))
+
+
+def claim_due_parts(session: Session, statuses: Sequence[str], *, now: float, lease: float,
+                    limit: int, skip_locked: bool) -> list[str]:
+    """Take parts at ``statuses`` whose time has come, pushing their next poll out by
+    ``lease`` (``FOR UPDATE SKIP LOCKED`` where the database has it, so two workers' ticks
+    never take the same part)."""
+    stmt = (select(PartRow.id)
+            .where(PartRow.status.in_(list(statuses)), PartRow.next_poll_at <= now)
+            .order_by(PartRow.next_poll_at).limit(limit))
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    ids = list(session.scalars(stmt))
+    if ids:
+        session.execute(update(PartRow).where(PartRow.id.in_(ids))
+                        .values(next_poll_at=now + lease)
+                        .execution_options(synchronize_session=False))
+    return ids
+
+
+def record_poll(session: Session, part_id: str, statuses: Sequence[str],
+                values: dict[str, Any]) -> None:
+    """Store what a poll learned (provider status, counts, next poll) while the part is
+    still at one of ``statuses``."""
+    session.execute(update(PartRow)
+                    .where(PartRow.id == part_id, PartRow.status.in_(list(statuses)))
+                    .values(**values).execution_options(synchronize_session=False))
+
+
+def overdue_part_ids(session: Session, statuses: Iterable[str], *, before: float,
+                     limit: int = 500) -> list[str]:
+    """Parts at ``statuses`` whose lease ran out before ``before`` (the sweep)."""
+    return list(session.scalars(
+        select(PartRow.id).where(PartRow.status.in_(list(statuses)),
+                                 PartRow.next_poll_at <= before).limit(limit)))
+
+
+def enqueued_tokens(session: Session) -> dict[str, int]:
+    """Estimated tokens per deployment over live parts that have left ``pending``."""
+    rows = session.execute(
+        select(PartRow.deployment, func.sum(PartRow.estimated_tokens))
+        .where(PartRow.status.in_(LIVE_PART_STATUSES), PartRow.deployment.is_not(None),
+               PartRow.status != PartStatus.PENDING)
+        .group_by(PartRow.deployment)).all()
+    return {str(dep): int(tokens or 0) for dep, tokens in rows if dep}
+
+
+# ---- requests -------------------------------------------------------------------------
+
+def iter_request_bodies(session: Session, part_id: str) -> Iterator[str]:
+    """The part's request lines in input order, streamed."""
+    stmt = (select(RequestRow.body).where(RequestRow.part_id == part_id)
+            .order_by(RequestRow.line_no).execution_options(yield_per=2_000))
+    yield from session.scalars(stmt)
+
+
+def request_index(session: Session, part_id: str) -> dict[str, tuple[int, int]]:
+    """custom_id -> (line_no, attempt) of every request of the part."""
+    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt).where(
+        RequestRow.part_id == part_id)
+    return {cid: (line, attempt) for cid, line, attempt in session.execute(stmt)}
+
+
+def lookup_requests(session: Session, batch_id: str, part_id: str,
+                    custom_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """custom_id -> (line_no, attempt) of this part's requests among ``custom_ids``."""
+    # Keyed on the unique (batch_id, custom_id) index; the part is checked here, not in SQL,
+    # so the planner never scans the whole part once per batch of lines.
+    stmt = select(RequestRow.custom_id, RequestRow.line_no, RequestRow.attempt,
+                  RequestRow.part_id).where(RequestRow.batch_id == batch_id,
+                                            RequestRow.custom_id.in_(custom_ids))
+    return {cid: (line, attempt) for cid, line, attempt, owner in session.execute(stmt)
+            if owner == part_id}
+
+
+def request_ids(session: Session, part_id: str, *, unanswered_below: int | None = None
+                ) -> list[int]:
+    """Ids of the part's requests in input order; with ``unanswered_below``, only those
+    without a result whose attempt is below it (the ones a retry may take)."""
+    stmt = select(RequestRow.id).where(RequestRow.part_id == part_id)
+    if unanswered_below is not None:
+        has_result = exists().where(ResultRow.batch_id == RequestRow.batch_id,
+                                    ResultRow.custom_id == RequestRow.custom_id)
+        stmt = stmt.where(RequestRow.attempt < unanswered_below, ~has_result)
+    return list(session.scalars(stmt.order_by(RequestRow.line_no)))
+
+
+def move_requests(session: Session, ids: list[int], part_id: str, *, bump: bool) -> int:
+    """Give requests to a new part (``bump``: one more attempt); returns their body bytes."""
+    size = 0
+    for i in range(0, len(ids), 1_000):
+        chunk = ids[i:i + 1_000]
+        size += int(session.scalar(select(func.sum(func.length(RequestRow.body)))
+                                   .where(RequestRow.id.in_(chunk))) or 0)
+        values: dict[str, Any] = {"part_id": part_id, "state": "pending"}
+        if bump:
+            values["attempt"] = RequestRow.attempt + 1
+        session.execute(update(RequestRow).where(RequestRow.id.in_(chunk)).values(**values)
+                        .execution_options(synchronize_session=False))
+    return size
+
+
+def count_requests(session: Session, batch_id: str) -> int:
+    """How many input lines the batch has."""
+    return int(session.scalar(select(func.count()).select_from(RequestRow)
+                              .where(RequestRow.batch_id == batch_id)) or 0)
+
