@@ -147,3 +147,22 @@ def test_a_batch_cap_stops_sending_parts_and_keeps_what_is_in(
     assert never_sent == 4
     spent = sum((from_pico(r.cost_pico) for r in rows if r.cost_pico is not None), Decimal(0))
     assert Decimal(final.cost.actual) == spent <= cap
+
+
+def test_a_retry_part_is_judged_at_the_batchs_estimate_per_request(
+        driver: InlineDriver, emulator: EmulatorServer) -> None:
+    from batchyard.services.costs import cap_refusal
+
+    batch_id = _run(driver, [request_line(f"r{i}") for i in range(4)])
+    spent = sum(r.cost_pico for r in _rows(driver, batch_id))
+    with driver.svc.sessions() as session:
+        batch = session.get(BatchRow, batch_id)
+        assert batch is not None and batch.estimate_pico
+        retry = PartRow(id="part_retry", batch_id=batch_id, seq=9, attempt=2, status="pending",
+                        request_count=2, estimate_pico=None, created_at=0.0, updated_at=0.0)
+        per_request = batch.estimate_pico * 2 // batch.total
+        batch.metadata_ = {"max_cost_usd": str(from_pico(spent + per_request))}
+        assert cap_refusal(session, batch, retry) is None
+        batch.metadata_ = {"max_cost_usd": str(from_pico(spent + per_request - 1))}
+        refusal = cap_refusal(session, batch, retry)
+        assert refusal is not None and "max_cost_usd" in refusal

@@ -350,12 +350,21 @@ def cap_refusal(session: Any, batch: BatchRow, part: PartRow) -> str | None:
     session.get(BatchRow, batch.id, with_for_update=True)
     spent = cost_db.batch_spent(session, batch.id)
     in_flight = cost_db.unsubmitted_estimate(session, batch.id, _SENT)
-    committed = from_pico(spent + in_flight + (part.estimate_pico or 0))
-    if committed <= cap:
+    this = _part_estimate(batch, part)
+    if from_pico(spent + in_flight + this) <= cap:
         return None
     return (f"the batch's cap of ${cap} (metadata.{CAP_METADATA_KEY}) would be passed: "
             f"${from_pico(spent):f} spent, ${from_pico(in_flight):f} estimated in flight, "
-            f"${from_pico(part.estimate_pico or 0):f} estimated for the next part")
+            f"${from_pico(this):f} estimated for the next part")
+
+
+def _part_estimate(batch: BatchRow, part: PartRow) -> int:
+    """A part's estimate; a retry part (made after the split) gets the batch's per request."""
+    if part.estimate_pico is not None:
+        return part.estimate_pico
+    if not batch.estimate_pico or not batch.total:
+        return 0
+    return batch.estimate_pico * part.request_count // batch.total
 
 
 def over_cap_after_ingest(session: Any, batch: BatchRow) -> str | None:
