@@ -25,6 +25,7 @@ from batchyard.api.wire import (
     CreateBatchBody,
     CreateKeyBody,
 )
+from batchyard.services.costs import GROUPS as COST_GROUPS
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA: dict[str, Any] = {
@@ -127,8 +128,7 @@ def _add_bodies(schema: dict[str, Any]) -> None:
 
 #: (method, path, query parameter) -> the values the route takes (it checks them itself).
 QUERY_ENUMS: dict[tuple[str, str, str], list[str]] = {
-    ("get", "/admin/costs", "group_by"): ["batch", "key", "model", "deployment", "schedule",
-                                          "day"],
+    ("get", "/admin/costs", "group_by"): list(COST_GROUPS),
 }
 
 

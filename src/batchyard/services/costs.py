@@ -39,6 +39,8 @@ from batchyard.services.container import Services
 from batchyard.services.prices import PriceBook
 
 BUDGET_PERIODS = ("total", "monthly")
+#: What a cost report may be grouped by.
+GROUPS = cost_db.GROUPS
 
 
 class RowPricer:

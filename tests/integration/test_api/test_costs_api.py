@@ -25,6 +25,12 @@ def test_the_cost_report_is_for_the_master_key_and_checks_its_parameters(api: Ap
     ok = api.client.get("/admin/costs?group_by=key&since=2026-01-01", headers=auth(MASTER))
     assert ok.status_code == 200, ok.text
     assert ok.json()["object"] == "list" and ok.json()["group_by"] == "key"
+    documented = api.client.get("/openapi.json").json()["paths"]["/admin/costs"]["get"]
+    groups = next(p for p in documented["parameters"] if p["name"] == "group_by")
+    for group in groups["schema"]["enum"]:
+        answer = api.client.get(f"/admin/costs?group_by={group}", headers=auth(MASTER))
+        assert answer.status_code == 200 and answer.json()["group_by"] == group
+    assert "part" in groups["schema"]["enum"]
     for query, param in [("group_by=colour", "group_by"), ("since=yesterday", "since")]:
         bad = api.client.get(f"/admin/costs?{query}", headers=auth(MASTER))
         assert bad.status_code == 400, bad.text
