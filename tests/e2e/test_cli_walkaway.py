@@ -168,6 +168,9 @@ def test_run_wait_exit_codes_and_reasons_from_another_directory(
     assert report["status"] == "completed" and report["exit_code"] == 3
     assert report["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
     assert [g["count"] for g in report["failures"]] == [2]
+    (part,) = report["parts"]  # over the API's parts route
+    assert part["deployment"] == "openai" and part["status"] == "ingested"
+    assert part["provider_batch_id"].startswith("batch_") and part["request_count"] == 4
 
     emulator.emulator.set_faults(fail_validation_next=1, fail_validation_code="invalid_json_line")
     rejected = _cli(["run", str(good), "--wait"], cwd=elsewhere, url=server.url)
