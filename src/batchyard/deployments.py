@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
-from pydantic import SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from batchyard.config import Settings, env_value
 from batchyard.domain.pricing import PriceOverride, parse_price_override
@@ -121,9 +129,9 @@ def load_deployments(settings: Settings) -> DeploymentRegistry:
     deployments: list[Deployment] = []
     strategy: str | None = None
     if settings.config_file is not None:
-        raw = _read_yaml(Path(settings.config_file))
-        deployments = _parse_model_list(raw, settings)
-        strategy = _strategy_setting(raw)
+        config = _parse_config(_read_yaml(Path(settings.config_file)))
+        deployments = _parse_model_list(config, settings)
+        strategy = config.strategy()
     taken = {dep.id for dep in deployments}
     deployments += [dep for dep in _env_deployments(settings) if dep.id not in taken]
     registry = DeploymentRegistry(deployments, strategy=strategy or "least_loaded")
@@ -148,22 +156,120 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     return raw
 
 
-def _strategy_setting(raw: Mapping[str, Any]) -> str | None:
-    ours = raw.get("batchyard_settings") or {}
-    router = raw.get("router_settings") or {}
-    if not isinstance(ours, Mapping) or not isinstance(router, Mapping):
-        raise ConfigError("batchyard_settings and router_settings must be mappings")
-    value = ours.get("batch_routing_strategy") or router.get("routing_strategy")
-    return normalize_strategy(str(value)) if value else None
+def _none_to_empty(value: Any) -> Any:
+    return {} if value is None else value
 
 
-def _parse_model_list(raw: Mapping[str, Any], settings: Settings) -> list[Deployment]:
-    entries = raw.get("model_list") or []
-    if not isinstance(entries, list):
-        raise ConfigError("model_list must be a list")
+class _Section(BaseModel):
+    """A mapping of the config file; keys batchyard does not use are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class RoutingSection(_Section):
+    """``batchyard_settings`` / ``router_settings``: the routing strategy, by either name."""
+
+    batch_routing_strategy: str | None = None
+    routing_strategy: str | None = None
+
+
+class ConfigFile(_Section):
+    """The top level of ``config.yaml``; entries of ``model_list`` are checked one by one."""
+
+    model_list: list[Any] = Field(default_factory=list)
+    batchyard_settings: RoutingSection = RoutingSection()
+    router_settings: RoutingSection = RoutingSection()
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+
+    _empty = field_validator("model_list", "batchyard_settings", "router_settings",
+                             "litellm_settings", mode="before")(_none_to_empty)
+
+    @field_validator("model_list", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return [] if value == {} else value
+
+    def strategy(self) -> str | None:
+        """The configured strategy (ours wins over LiteLLM's router setting)."""
+        value = (self.batchyard_settings.batch_routing_strategy
+                 or self.router_settings.routing_strategy)
+        return normalize_strategy(str(value)) if value else None
+
+
+class LitellmParams(_Section):
+    """``litellm_params``: where the deployment is and how to reach it."""
+
+    model: str = ""
+    api_key: str | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    weight: float | None = None
+
+    @field_validator("model", "api_key", "api_base", "api_version", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return None if value is None else str(value).strip()
+
+
+class ModelInfo(_Section):
+    """``model_info``: routing mode, stable id, quota and weight."""
+
+    mode: str = "batch"
+    id: str | None = None
+    enqueued_token_quota: int | None = Field(
+        default=None, validation_alias=AliasChoices(*_QUOTA_KEYS))
+    weight: float | None = None
+
+    @field_validator("mode", "id", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return None if value is None else str(value)
+
+    @field_validator("enqueued_token_quota", mode="before")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        try:
+            quota = None if value is None else int(value)
+        except (TypeError, ValueError):
+            quota = -1
+        if quota is not None and quota <= 0:
+            raise ValueError(f"must be a positive integer, got {value!r}")
+        return quota
+
+
+class ModelEntry(_Section):
+    """One ``model_list`` entry."""
+
+    model_name: str = ""
+    litellm_params: LitellmParams = LitellmParams()
+    model_info: ModelInfo = ModelInfo()
+
+    _empty = field_validator("litellm_params", "model_info", mode="before")(_none_to_empty)
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return "" if value is None else str(value).strip()
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _parse_config(raw: Mapping[str, Any]) -> ConfigFile:
+    try:
+        return ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file: {_validation_message(exc)}") from None
+
+
+def _parse_model_list(config: ConfigFile, settings: Settings) -> list[Deployment]:
     deployments: list[Deployment] = []
     seen: dict[str, str] = {}
-    for index, entry in enumerate(entries):
+    for index, entry in enumerate(config.model_list):
         dep = _EntryParser(index, entry, settings).parse()
         if dep.id in seen:
             raise ConfigError(f"model_list[{index}] (model_name={dep.model_name!r}): duplicate "
@@ -178,11 +284,16 @@ class _EntryParser:
 
     def __init__(self, index: int, entry: Any, settings: Settings) -> None:
         self.index = index
-        self.entry = entry if isinstance(entry, Mapping) else {}
         self.settings = settings
-        self.model_name = str(self.entry.get("model_name") or "").strip()
-        if not isinstance(entry, Mapping):
+        self.model_name = ""
+        if isinstance(entry, Mapping):
+            self.model_name = str(entry.get("model_name") or "").strip()
+        else:
             self.fail("each model_list entry must be a mapping")
+        try:
+            self.entry = ModelEntry.model_validate(entry)
+        except ValidationError as exc:
+            self.fail(_validation_message(exc))
 
     def fail(self, message: str) -> NoReturn:
         label = f"model_list[{self.index}]"
@@ -190,34 +301,28 @@ class _EntryParser:
             label += f" (model_name={self.model_name!r})"
         raise ConfigError(f"{label}: {message}")
 
-    def section(self, name: str) -> Mapping[str, Any]:
-        value = self.entry.get(name) or {}
-        if not isinstance(value, Mapping):
-            self.fail(f"{name} must be a mapping")
-        return value
-
     def parse(self) -> Deployment:
         if not self.model_name:
             self.fail("model_name is missing")
-        params, info = self.section("litellm_params"), self.section("model_info")
+        params, info = self.entry.litellm_params, self.entry.model_info
         provider, model = self._provider_model(params)
         api_key, api_base, api_version = self._credentials(params, provider)
         return Deployment(
             id=self._id(info, provider, model, api_base), model_name=self.model_name,
             provider=provider, model=model, api_key=api_key, api_base=api_base,
-            api_version=api_version, enqueued_token_quota=self._quota(info),
-            weight=self._weight(params, info), mode=str(info.get("mode") or "batch"),
+            api_version=api_version, enqueued_token_quota=info.enqueued_token_quota,
+            weight=self._weight(params, info), mode=info.mode or "batch",
             prices=self._prices(params, info),
         )
 
-    def _prices(self, params: Mapping[str, Any], info: Mapping[str, Any]) -> PriceOverride | None:
+    def _prices(self, params: LitellmParams, info: ModelInfo) -> PriceOverride | None:
         try:
-            return parse_price_override(info, params)
+            return parse_price_override(info.model_dump(), params.model_dump())
         except ValueError as exc:
             self.fail(str(exc))
 
-    def _provider_model(self, params: Mapping[str, Any]) -> tuple[ProviderKind, str]:
-        spec = str(self.resolve(params.get("model"), "litellm_params.model") or "")
+    def _provider_model(self, params: LitellmParams) -> tuple[ProviderKind, str]:
+        spec = self.resolve(params.model, "litellm_params.model") or ""
         prefix, sep, model = spec.partition("/")
         if not sep or not model:
             self.fail(f"litellm_params.model must be 'azure/<deployment>', 'openai/<model>' or "
@@ -227,11 +332,11 @@ class _EntryParser:
         self.fail(f"unknown provider {prefix!r} in litellm_params.model (use azure/, openai/ "
                   "or anthropic/)")
 
-    def _credentials(self, params: Mapping[str, Any],
+    def _credentials(self, params: LitellmParams,
                      provider: ProviderKind) -> tuple[SecretStr | None, str | None, str | None]:
-        key = self.resolve(params.get("api_key"), "litellm_params.api_key")
-        base = self.resolve(params.get("api_base"), "litellm_params.api_base")
-        version = self.resolve(params.get("api_version"), "litellm_params.api_version")
+        key = self.resolve(params.api_key, "litellm_params.api_key")
+        base = self.resolve(params.api_base, "litellm_params.api_base")
+        version = self.resolve(params.api_version, "litellm_params.api_version")
         if provider == "azure":
             key_secret = SecretStr(key) if key else self.settings.azure_api_key
             base = base or self.settings.azure_api_base
@@ -245,43 +350,26 @@ class _EntryParser:
         key_secret = SecretStr(key) if key else self.settings.openai_api_key
         return key_secret, base or self.settings.openai_api_base, version
 
-    def resolve(self, value: Any, field: str) -> str | None:
-        if value is None:
-            return None
-        text = str(value).strip()
-        if not text.startswith(_ENV_PREFIX):
-            return text or None
-        name = text[len(_ENV_PREFIX):]
+    def resolve(self, value: str | None, field: str) -> str | None:
+        """The value, or the environment variable an ``os.environ/NAME`` value names."""
+        if not value or not value.startswith(_ENV_PREFIX):
+            return value or None
+        name = value[len(_ENV_PREFIX):]
         resolved = env_value(name)
         if not resolved:
             self.fail(f"{field} refers to environment variable {name!r}, which is not set")
         return resolved
 
-    def _quota(self, info: Mapping[str, Any]) -> int | None:
-        value = next((info[k] for k in _QUOTA_KEYS if info.get(k) is not None), None)
-        if value is None:
-            return None
-        try:
-            quota = int(value)
-        except (TypeError, ValueError):
-            quota = -1
-        if quota <= 0:
-            self.fail(f"model_info.enqueued_token_quota must be a positive integer, got {value!r}")
-        return quota
-
-    def _weight(self, params: Mapping[str, Any], info: Mapping[str, Any]) -> float:
-        value = info.get("weight", params.get("weight", 1.0))
-        try:
-            weight = float(value)
-        except (TypeError, ValueError):
-            weight = -1.0
+    def _weight(self, params: LitellmParams, info: ModelInfo) -> float:
+        value = info.weight if info.weight is not None else params.weight
+        weight = 1.0 if value is None else value
         if weight < 0:
             self.fail(f"weight must be a non-negative number, got {value!r}")
         return weight
 
-    def _id(self, info: Mapping[str, Any], provider: str, model: str, base: str | None) -> str:
-        if info.get("id") is not None:
-            return str(info["id"])
+    def _id(self, info: ModelInfo, provider: str, model: str, base: str | None) -> str:
+        if info.id is not None:
+            return info.id
         # Derived from what the entry points at, so ids survive reordering of the file.
         digest = hashlib.sha256(f"{self.model_name}|{provider}|{model}|{base or ''}".encode())
         return f"{provider}-{model}-{digest.hexdigest()[:8]}"

@@ -208,3 +208,22 @@ def test_anthropic_env_alone_reads_the_usual_names(tmp_path: Path,
     settings = Settings(openai_api_key=None, azure_api_key=None, config_file=None)
     (dep,) = load_deployments(settings).all()
     assert (dep.id, dep.api_base) == ("anthropic", "http://127.0.0.1:9")
+
+
+def test_config_sections_are_checked_as_models(tmp_path: Path) -> None:
+    text = ("model_list:\n  - model_name: g\n    litellm_params: [not, a, mapping]\n")
+    with pytest.raises(ConfigError, match=r"model_list\[0\] \(model_name='g'\): litellm_params"):
+        load_deployments(settings_for(tmp_path, text))
+    with pytest.raises(ConfigError, match="router_settings"):
+        load_deployments(settings_for(tmp_path, "router_settings: [1, 2]\n"))
+
+
+def test_litellm_aliases_and_unknown_keys_are_accepted(tmp_path: Path) -> None:
+    text = ("model_list:\n  - model_name: g\n    litellm_params: {model: openai/x, rpm: 10}\n"
+            "    model_info: {id: a, max_enqueued_tokens: 500, base_model: gpt-4o, weight: 3}\n"
+            "router_settings: {routing_strategy: simple-shuffle, num_retries: 2}\n"
+            "general_settings: {master_key: sk-not-ours}\n")
+    registry = load_deployments(settings_for(tmp_path, text))
+    dep = registry.get("a")
+    assert (dep.enqueued_token_quota, dep.weight) == (500, 3.0)
+    assert registry.strategy != "least_loaded"
