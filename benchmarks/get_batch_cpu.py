@@ -17,10 +17,10 @@ from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
+from batchyard.db.reads import read_batch
 
 from batchyard.api.wire import batch_object
 from batchyard.db import migrate
-from batchyard.db.reads import read_batch
 
 
 def main() -> None:

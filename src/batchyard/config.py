@@ -38,6 +38,13 @@ class PipelineSettings(BaseModel):
     poll_min_seconds: float = 30.0
     poll_max_seconds: float = 600.0
     poll_backoff: float = 1.5
+    #: The first poll of a new provider batch (and polls of a part being cancelled) come
+    #: this soon, so a rejected input shows in seconds; later polls back off from
+    #: ``poll_min_seconds``.
+    first_poll_seconds: float = 5.0
+    #: A pipeline step failing with the same unexpected error this many times in a row ends
+    #: its batch (or part) ``failed`` with ``internal_error`` instead of being retried forever.
+    max_task_failures: int = 5
     #: Beat tick for polling due parts and sweeping lost work.
     tick_seconds: float = 5.0
     #: A part stuck in a transient state longer than this is re-nudged by the sweep.

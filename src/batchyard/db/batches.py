@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     Insert,
     bindparam,
+    case,
     false,
     func,
     insert,
@@ -33,11 +34,13 @@ from sqlalchemy.orm import Session
 
 from batchyard.db.convert import BatchRecord, Page, batch_record
 from batchyard.db.engine import READONLY, is_sqlite
-from batchyard.db.models import BatchRow, EventRow, FileRow
+from batchyard.db.models import BatchRow, EventRow, FileRow, PartRow
+from batchyard.db.results import result_totals
 from batchyard.domain.lifecycle import (
     PARKED_SECONDS,
     PARTS_DONE,
     PARTS_DONE_FROM,
+    POLL_PART_STATUSES,
     BatchStage,
     BatchStatus,
     due_at,
@@ -201,3 +204,29 @@ def set_due(session: Session, batch_id: str, when: float) -> None:
 def park(session: Session, batch_id: str, now: float) -> None:
     """Nothing to do until a part says so."""
     set_due(session, batch_id, now + PARKED_SECONDS)
+
+
+def refresh_live_counts(session: Session, batch_id: str) -> None:
+    """Raise a running batch's request counts to its ingested results plus the provider's
+    live counts of the parts it is still running. Counts never go down while the batch
+    runs (a part being ingested is counted by neither for a moment) and never pass its
+    total; finalize writes the exact ones."""
+    ingested = result_totals(session, batch_id)
+    live = session.execute(
+        select(func.coalesce(func.sum(PartRow.provider_completed), 0),
+               func.coalesce(func.sum(PartRow.provider_failed), 0))
+        .where(PartRow.batch_id == batch_id,
+               PartRow.status.in_(list(POLL_PART_STATUSES)))).one()
+    total = int(session.scalar(select(BatchRow.total).where(BatchRow.id == batch_id)) or 0)
+    completed = min(total, ingested["completed"] + int(live[0]))
+    failed = min(total - completed, ingested["failed"] + int(live[1]))
+    session.execute(
+        update(BatchRow)
+        .where(BatchRow.id == batch_id,
+               BatchRow.status.in_([BatchStatus.IN_PROGRESS.value,
+                                    BatchStatus.CANCELLING.value]),
+               or_(BatchRow.completed < completed, BatchRow.failed < failed))
+        .values(completed=case((BatchRow.completed < completed, completed),
+                               else_=BatchRow.completed),
+                failed=case((BatchRow.failed < failed, failed), else_=BatchRow.failed))
+        .execution_options(synchronize_session=False))

@@ -146,6 +146,9 @@ class BatchRow(Base):
     cost_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     priced_requests: Mapped[int] = mapped_column(Integer, default=0)
     unpriced_requests: Mapped[int] = mapped_column(Integer, default=0)
+    #: Unexpected failures of the batch's current step in a row (same error), and which.
+    failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failure_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class PartRow(Base):
@@ -185,6 +188,9 @@ class PartRow(Base):
     #: The provider's own request counts at the last poll (live progress).
     provider_completed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     provider_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Unexpected failures of the part's current step in a row (same error), and which.
+    failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failure_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

@@ -126,3 +126,18 @@ def claim_batch(session: Session, batch_id: str, lease_seconds: float, *,
             .values(due_at=now + lease_seconds)
             .execution_options(synchronize_session=False))
     return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+
+
+def note_failure(session: Session, entity: str, row_id: str, key: str) -> int:
+    """Count one more unexpected failure ``key`` of a batch's or part's step; a different
+    key starts the count again. Returns the count (0: no such row)."""
+    row: BatchRow | PartRow | None = (
+        session.get(PartRow, row_id, populate_existing=True) if entity == "part"
+        else session.get(BatchRow, row_id, populate_existing=True))
+    if row is None:
+        return 0
+    key = key[:200]
+    row.failure_count = row.failure_count + 1 if row.failure_key == key else 1
+    row.failure_key = key
+    session.flush()
+    return row.failure_count

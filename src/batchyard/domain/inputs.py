@@ -150,6 +150,15 @@ def _invalid(line_no: int, message: str, code: str = "invalid_request") -> Jsonl
     return JsonlError(message, line=line_no, code=code)
 
 
+#: The one character no database text column takes (PostgreSQL refuses it outright).
+_NUL = "\x00"
+
+
+def _unstorable(line_no: int, field: str) -> JsonlError:
+    return _invalid(line_no, f"{field} contains a NUL character (\\u0000), which cannot be "
+                             "stored", "invalid_text")
+
+
 def _load(line_no: int, line: bytes) -> Any:
     try:
         return orjson.loads(line)
@@ -167,6 +176,8 @@ def _check_shape(line_no: int, obj: Any) -> None:
     custom_id = obj.get("custom_id")
     if type(custom_id) is not str or not custom_id:
         raise _invalid(line_no, "custom_id must be a non-empty string")
+    if _NUL in custom_id:
+        raise _unstorable(line_no, "custom_id")
     method = obj.get("method")
     if method != "POST":
         raise _invalid(line_no, f'method must be "POST", not {method!r}')
@@ -232,6 +243,8 @@ class _Validator:
                 raise _invalid(line_no, "body.model is missing")
         elif type(model) is not str or not model:
             raise _invalid(line_no, "body.model must be a non-empty string")
+        elif _NUL in model:
+            raise _unstorable(line_no, "body.model")
         elif self.model is None:
             self.model, self.model_line = model, line_no
         elif model != self.model:
@@ -267,6 +280,7 @@ class _Validator:
                                                     strict=True)
             if (set(methods) != _ONLY_POST or set(urls) != {url}
                     or set(map(type, custom_ids)) != _ONLY_STR or "" in custom_ids
+                    or _NUL in "".join(custom_ids)
                     or set(map(type, bodies)) != _ONLY_DICT
                     or set(map(_model_of, bodies)) != {model}):
                 return None

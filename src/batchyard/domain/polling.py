@@ -14,3 +14,10 @@ def next_poll_delay(previous: float | None, *, changed: bool, min_s: float, max_
     because a batch that just moved usually moves again soon.
     """
     return grow_delay(previous, reset=changed, initial=min_s, cap=max_s, factor=factor)
+
+
+def first_poll_delay(*, first_s: float, min_s: float) -> float:
+    """Seconds until the first poll of a new provider batch: soon (``first_s``), never later
+    than the normal interval. Polls after it back off from ``min_s`` (:func:`next_poll_delay`
+    never goes below it), so only the first answer is hurried."""
+    return max(0.0, min(first_s, min_s))

@@ -15,11 +15,12 @@ from batchyard.db import batches as repo
 from batchyard.db import parts, results
 from batchyard.db.convert import BatchRecord, Page
 from batchyard.db.transitions import transition_batch
-from batchyard.domain.lifecycle import NEW_BATCH, BatchStatus, due_at
+from batchyard.domain.lifecycle import NEW_BATCH, BatchStage, BatchStatus, due_at
 from batchyard.domain.records import PartInfo, ResultPreview
 from batchyard.errors import InvalidInputError, NotFoundError, StateConflictError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_batch_id
+from batchyard.services.state import pipeline_log
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def create_batch(svc: Services, *, owner: str | None, input_file_id: str, endpoi
     if record is None:
         _refuse_input(svc, input_file_id, owner)
     svc.nudge("prepare", batch_id)
-    logger.info("batch.created", extra={"batch_id": batch_id, "input_file_id": input_file_id})
+    pipeline_log.info("batch %s created from file %s (endpoint %s)", batch_id, input_file_id,
+                      endpoint)
     return record
 
 
@@ -111,7 +113,11 @@ def cancel_batch(svc: Services, batch_id: str, *, owner: str | None) -> BatchRec
         moved = transition_batch(session, batch_id, _CANCELLABLE, BatchStatus.CANCELLING,
                                  reason="cancel requested", cancel_requested=True,
                                  cancelling_at=int(time.time()))
+        row = repo.get_batch_row(session, batch_id) if moved else None
+        stage = BatchStage(row.stage) if row is not None else None
     if not moved:
         raise StateConflictError(f"Cannot cancel a batch with status '{record.status}'.")
-    svc.nudge("cancel", batch_id)
+    # The task that settles it: finalize once no part is live, else cancel.
+    svc.nudge("finalize" if stage == BatchStage.FINALIZING else "cancel", batch_id)
+    pipeline_log.info("batch %s cancel requested (was %s)", batch_id, record.status)
     return get_batch(svc, batch_id, owner=owner)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 
 from batchyard.db import batches, parts
-from batchyard.db.transitions import claim_batch, transition_batch, transition_part
-from batchyard.domain.lifecycle import CANCEL_STAGES, BatchStage, BatchStatus, PartStatus
+from batchyard.db.transitions import claim_batch, transition_part
+from batchyard.domain.lifecycle import CANCEL_STAGES, BatchStage, PartStatus
 from batchyard.services.container import Services
+from batchyard.services.prepare import end_cancelled_before_split
 from batchyard.services.state import request_finalize_if_done
 
 
@@ -27,8 +28,7 @@ def cancel_batch_work(svc: Services, batch_id: str) -> None:
             return
         now = time.time()
         if batch.stage == BatchStage.ACCEPTED:
-            transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
-                             reason="cancelled before validation", cancelled_at=int(now))
+            end_cancelled_before_split(session, batch_id)
             return
         for part in parts.parts_of(session, batch_id):
             if part.status == PartStatus.PENDING:

@@ -25,6 +25,7 @@ from batchyard.domain.lifecycle import (
 from batchyard.services.container import Services
 from batchyard.services.ids import result_file_id
 from batchyard.services.retry import past_window
+from batchyard.services.state import pipeline_log
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ def finalize_batch(svc: Services, batch_id: str) -> str | None:
             values["errors"] = {"object": "list",
                                 "data": parts.failed_part_errors(session, batch_id)}
         values[f"{status}_at"] = int(time.time())
-        transition_batch(session, batch_id, current, status, reason="all parts done", **values)
-    logger.info("batch.finalized", extra={"batch_id": batch_id, "status": status.value})
+        if not transition_batch(session, batch_id, current, status, reason="all parts done",
+                                **values):
+            return None  # moved meanwhile (a cancel): the next finalize settles it
+    pipeline_log.info("batch %s %s: %d completed, %d failed of %d requests", batch_id,
+                      status.value, values["completed"], values["failed"], values["total"])
     return status.value
 
 

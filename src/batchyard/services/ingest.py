@@ -29,7 +29,7 @@ from batchyard.services.container import Services
 from batchyard.services.costs import RowPricer, over_cap_after_ingest, stop_for_budget
 from batchyard.services.crash import crash_point
 from batchyard.services.retry import requeue_for_quota, settle_part
-from batchyard.services.state import request_finalize_if_done
+from batchyard.services.state import pipeline_log, request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,12 @@ def ingest_part(svc: Services, part_id: str) -> int:
         stopped = over is not None and stop_for_budget(session, batch.id, over)
     if stopped:
         svc.nudge("cancel", batch.id)
-    _finish(svc, part, settle_part(svc, part_id))
+    follow_up = settle_part(svc, part_id)
+    with svc.sessions.begin() as session:
+        batches.refresh_live_counts(session, part.batch_id)
+    pipeline_log.info("batch %s part %d ingested: %d results stored, %d retry parts",
+                      part.batch_id, part.seq, written, len(follow_up[0]))
+    _finish(svc, part, follow_up)
     return written
 
 

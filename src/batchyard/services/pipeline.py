@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from batchyard.services.cancel import cancel_batch_work
 from batchyard.services.container import Services
+from batchyard.services.failures import give_up_on
 from batchyard.services.finalize import finalize_batch
 from batchyard.services.ingest import ingest_part
 from batchyard.services.prepare import prepare_batch
@@ -26,8 +27,18 @@ TASKS: dict[str, Callable[[Services, str], object]] = {
 
 
 def run_task(svc: Services, name: str, object_id: str) -> object:
-    """Run the pipeline step ``name`` for ``object_id``."""
-    return TASKS[name](svc, object_id)
+    """Run the pipeline step ``name`` for ``object_id``.
+
+    An unexpected error is raised again (the sweep retries the step) until the same one has
+    happened ``max_task_failures`` times: then the batch or part ends ``failed`` and the
+    task is done (:mod:`batchyard.services.failures`).
+    """
+    try:
+        return TASKS[name](svc, object_id)
+    except Exception as exc:
+        if give_up_on(svc, name, object_id, exc):
+            return None
+        raise
 
 
 def run_tick(svc: Services) -> int:

@@ -26,6 +26,7 @@ from batchyard.errors import (
 )
 from batchyard.providers.base import BatchClient, ProviderBatch
 from batchyard.services.container import Services
+from batchyard.services.state import pipeline_log
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,11 @@ def poll_part(svc: Services, part_id: str) -> None:
             snapshot = provider.retrieve_batch(str(part.provider_batch_id))
     except (ProviderTransientError, ProviderNotFoundError) as exc:
         # A 404 right after create is the provider catching up, not a lost batch.
-        _schedule(svc, part, progressed=False, error=str(exc))
+        pipeline_log.warning("batch %s part %d: the provider did not answer the poll: %s",
+                             part.batch_id, part.seq, exc)
+        _schedule(svc, part, progressed=False, hurry=batch.cancel_requested, error=str(exc))
         return
-    _record(svc, part, snapshot)
+    _record(svc, part, snapshot, hurry=batch.cancel_requested)
 
 
 def _cancel(svc: Services, provider: BatchClient, part: PartRow) -> ProviderBatch:
@@ -90,12 +93,22 @@ def _cancel(svc: Services, provider: BatchClient, part: PartRow) -> ProviderBatc
     with svc.sessions.begin() as session:
         transition_part(session, part.id, PartStatus.SUBMITTED, PartStatus.CANCELLING,
                         reason="batch cancelled", provider_status=snapshot.status)
+    pipeline_log.info("batch %s part %d: provider batch %s cancelled (now %s)",
+                      part.batch_id, part.seq, part.provider_batch_id, snapshot.status)
     return snapshot
 
 
-def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
+def _record(svc: Services, part: PartRow, snapshot: ProviderBatch, *, hurry: bool) -> None:
+    completed, failed = _counts(snapshot)
+    if snapshot.status != part.provider_status:
+        pipeline_log.info("batch %s part %d: provider status %s -> %s (%d completed, "
+                          "%d failed of %d)", part.batch_id, part.seq, part.provider_status,
+                          snapshot.status, completed, failed, part.request_count)
     if part_status_after_poll(PartStatus(part.status), snapshot.status) == PartStatus.INGESTING:
         errors = [asdict(err) for err in snapshot.errors]
+        for err in snapshot.errors:
+            pipeline_log.warning("batch %s part %d: the provider reports %s: %s (line %s)",
+                                 part.batch_id, part.seq, err.code, err.message, err.line)
         with svc.sessions.begin() as session:
             moved = transition_part(
                 session, part.id, POLL_PART_STATUSES, PartStatus.INGESTING,
@@ -105,31 +118,43 @@ def _record(svc: Services, part: PartRow, snapshot: ProviderBatch) -> None:
                     snapshot.id if snapshot.results_url else None),
                 provider_error_file_id=snapshot.error_file_id,
                 provider_errors={"data": errors} if errors else None,
+                provider_completed=completed, provider_failed=failed,
                 next_poll_at=time.time())
         if moved:
             svc.nudge("ingest", part.id)
         return
-    progressed = snapshot.status != part.provider_status or _done(snapshot) != part.provider_done
-    _schedule(svc, part, progressed=progressed, status=snapshot.status, done=_done(snapshot))
+    progressed = (snapshot.status != part.provider_status
+                  or completed + failed != part.provider_done)
+    _schedule(svc, part, progressed=progressed, hurry=hurry, status=snapshot.status,
+              counts=(completed, failed))
 
 
-def _done(snapshot: ProviderBatch) -> int:
+def _counts(snapshot: ProviderBatch) -> tuple[int, int]:
+    """(completed, failed) as the provider reports them now."""
     counts = snapshot.request_counts
-    return int(counts.completed + counts.failed) if counts else 0
+    return (int(counts.completed), int(counts.failed)) if counts else (0, 0)
 
 
-def _schedule(svc: Services, part: PartRow, *, progressed: bool, status: str | None = None,
-              done: int | None = None, error: str | None = None) -> None:
+def _schedule(svc: Services, part: PartRow, *, progressed: bool, hurry: bool,
+              status: str | None = None, counts: tuple[int, int] | None = None,
+              error: str | None = None) -> None:
+    """Store what the poll learned and when to poll next (soon while a cancel is under way);
+    the batch's live counts follow the provider's."""
     cfg = svc.settings.pipeline
     delay = next_poll_delay(part.poll_interval, changed=progressed,
                             min_s=cfg.poll_min_seconds, max_s=cfg.poll_max_seconds,
                             factor=cfg.poll_backoff)
-    values: dict[str, Any] = {"poll_interval": delay, "next_poll_at": time.time() + delay}
+    values: dict[str, Any] = {"poll_interval": delay,
+                              "next_poll_at": time.time() + (
+                                  min(delay, cfg.first_poll_seconds) if hurry else delay)}
     if status is not None:
         values["provider_status"] = status
-    if done is not None:
-        values["provider_done"] = done
+    if counts is not None:
+        values.update(provider_done=sum(counts), provider_completed=counts[0],
+                      provider_failed=counts[1])
     if error is not None:
         values["last_error"] = error[:1000]
     with svc.sessions.begin() as session:
         parts.record_poll(session, part.id, POLL_PART_STATUSES, values)
+        if counts is not None:
+            batches.refresh_live_counts(session, part.batch_id)

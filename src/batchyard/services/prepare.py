@@ -30,6 +30,7 @@ from batchyard.services import anthropic_parts
 from batchyard.services.container import Services
 from batchyard.services.costs import TokenTally, record_estimates
 from batchyard.services.ids import new_part_id
+from batchyard.services.state import pipeline_log
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,13 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
         if not claim_batch(session, batch_id, svc.settings.pipeline.stale_seconds,
                            stages=[BatchStage.ACCEPTED]):
             return []
-    with svc.sessions() as session:
+    with svc.sessions.begin() as session:
         batch = batches.get_batch_row(session, batch_id)
+        if batch is not None and batch.status == BatchStatus.CANCELLING:
+            # Cancelled before the split: end it here rather than hold the lease from the
+            # cancel task until it runs out.
+            end_cancelled_before_split(session, batch_id)
+            return []
         if batch is None or batch.status != BatchStatus.VALIDATING:
             return []
         input_file = files.get_file_row(session, batch.input_file_id)
@@ -62,8 +68,18 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
         return []
     for part_id in part_ids:
         svc.nudge("submit", part_id)
-    logger.info("batch.prepared", extra={"batch_id": batch_id, "parts": len(part_ids)})
+    pipeline_log.info("batch %s validated: split into %d parts", batch_id, len(part_ids))
     return part_ids
+
+
+def end_cancelled_before_split(session: Session, batch_id: str) -> bool:
+    """A batch cancelled before its input was split ends ``cancelled`` at once."""
+    moved = transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
+                             reason="cancelled before validation",
+                             cancelled_at=int(time.time()))
+    if moved:
+        pipeline_log.info("batch %s cancelled before validation", batch_id)
+    return moved
 
 
 def input_chunks(svc: Services, file_row: FileRow | None) -> Iterator[bytes]:
@@ -169,6 +185,6 @@ def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
         transition_batch(session, batch_id, BatchStatus.VALIDATING, BatchStatus.FAILED,
                          reason=exc.message, errors={"object": "list", "data": [error]},
                          failed_at=int(time.time()))
-    logger.info("batch.invalid", extra={"batch_id": batch_id, "line": exc.line,
-                                        "code": exc.code})
+    pipeline_log.info("batch %s failed validation: line %s: %s (%s)", batch_id, exc.line,
+                      exc.message, error["code"])
 

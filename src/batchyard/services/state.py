@@ -5,6 +5,7 @@ finalize. Statuses, stages and when a batch is due come from
 
 from __future__ import annotations
 
+import logging
 import time
 
 from sqlalchemy.orm import Session
@@ -12,6 +13,11 @@ from sqlalchemy.orm import Session
 from batchyard.db import batches, parts
 from batchyard.db.transitions import transition_batch
 from batchyard.domain.lifecycle import derive_batch_status
+
+#: A batch's story in plain sentences (created, each part submitted, provider status
+#: changes, ingested, finished with its counts) at INFO; provider errors at WARNING with the
+#: provider's own message. Ids only: never a key, a request body or an answer.
+pipeline_log = logging.getLogger("batchyard.pipeline")
 
 
 def request_finalize_if_done(session: Session, batch_id: str) -> bool:

@@ -21,6 +21,7 @@ from batchyard.db.models import BatchRow, PartRow
 from batchyard.db.transitions import claim_part, transition_part
 from batchyard.domain.jsonl import rewrite_model
 from batchyard.domain.lifecycle import SUBMIT_PART_STATUSES, PartStatus
+from batchyard.domain.polling import first_poll_delay
 from batchyard.domain.routing import Deployment
 from batchyard.errors import ProviderAuthError, ProviderRejectedError, ProviderTransientError
 from batchyard.providers.base import ProviderBatch
@@ -29,7 +30,7 @@ from batchyard.services import anthropic_parts, costs
 from batchyard.services.container import Services
 from batchyard.services.crash import crash_point
 from batchyard.services.routing import pick_deployment
-from batchyard.services.state import request_finalize_if_done
+from batchyard.services.state import pipeline_log, request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,12 @@ class _Step:
 
 def submit_part(svc: Services, part_id: str) -> str | None:
     """Drive one part to ``submitted``; returns its final status (None when not claimed)."""
-    lease = svc.settings.pipeline.stale_seconds
     with svc.sessions.begin() as session:
-        if not claim_part(session, part_id, SUBMIT_PART_STATUSES, lease):
+        part = parts.get_part(session, part_id)
+        # The lease covers one provider call (a re-upload after a crash included), so the
+        # redelivered nudge cannot start the same side effect while this one is in flight.
+        if part is None or not claim_part(session, part_id, SUBMIT_PART_STATUSES,
+                                          intent_lease(svc, part)):
             return None
     fresh = False
     while True:
@@ -107,6 +111,7 @@ def _start(svc: Services, step: _Step) -> bool:
                             provider_errors={"data": [{"code": "model_not_found",
                                                        "message": message, "line": None}]})
             finalize = request_finalize_if_done(session, batch.id)
+            pipeline_log.warning("batch %s part %d failed: %s", batch.id, part.seq, message)
         else:
             dep = pick_deployment(svc, session, model=batch.model, provider=batch.provider,
                                   tokens=part.estimated_tokens)
@@ -185,12 +190,20 @@ def _create(svc: Services, step: _Step) -> bool:
     else:
         found = _create_with_metadata(svc, step)
     crash_point(svc.settings, "after_create")
-    poll = svc.settings.pipeline.poll_min_seconds
+    cfg = svc.settings.pipeline
     with svc.sessions.begin() as session:
-        transition_part(session, part.id, PartStatus.SUBMITTING, PartStatus.SUBMITTED,
-                        provider_batch_id=found.id, provider_status=found.status,
-                        poll_interval=poll,
-                        next_poll_at=time.time() + poll, last_error=None)
+        fresh = batches.get_batch_row(session, part.batch_id)
+        # A cancel that came in during the submit is sent to the provider at the next tick.
+        first = 0.0 if fresh is not None and fresh.cancel_requested else first_poll_delay(
+            first_s=cfg.first_poll_seconds, min_s=cfg.poll_min_seconds)
+        moved = transition_part(session, part.id, PartStatus.SUBMITTING, PartStatus.SUBMITTED,
+                                provider_batch_id=found.id, provider_status=found.status,
+                                poll_interval=first, next_poll_at=time.time() + first,
+                                last_error=None)
+    if moved:
+        pipeline_log.info("batch %s part %d (%d requests) submitted to deployment %s as "
+                          "provider batch %s", part.batch_id, part.seq, part.request_count,
+                          part.deployment, found.id)
     return False
 
 
@@ -236,7 +249,8 @@ def _retry_later(svc: Services, part_id: str, exc: ProviderTransientError) -> No
     delay = max(exc.retry_after or 0.0, svc.settings.pipeline.poll_min_seconds)
     with svc.sessions.begin() as session:
         parts.set_next_poll(session, part_id, time.time() + delay, error=str(exc))
-    logger.warning("part.submit_transient", extra={"part_id": part_id, "error": str(exc)})
+    pipeline_log.warning("part %s: the provider did not take it (will retry in %.0f s): %s",
+                         part_id, delay, exc)
 
 
 def _fail(svc: Services, part: PartRow, exc: Exception) -> None:
@@ -248,4 +262,5 @@ def _fail(svc: Services, part: PartRow, exc: Exception) -> None:
                            last_error=str(exc)[:1000]):
             request_finalize_if_done(session, part.batch_id)
     svc.nudge("finalize", part.batch_id)
-    logger.warning("part.rejected", extra={"part_id": part.id, "code": code})
+    pipeline_log.warning("batch %s part %d: rejected by deployment %s: %s (%s)",
+                         part.batch_id, part.seq, part.deployment, error["message"], code)
