@@ -4,6 +4,7 @@ batch) or the input lines it carries (status moves are in :mod:`batchyard.db.tra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -204,3 +205,40 @@ def count_requests(session: Session, batch_id: str) -> int:
     return int(session.scalar(select(func.count()).select_from(RequestRow)
                               .where(RequestRow.batch_id == batch_id)) or 0)
 
+
+
+def entered_at(session: Session, part_id: str, status: str) -> float | None:
+    """When the part last entered ``status`` (from its event rows)."""
+    return session.scalar(select(func.max(EventRow.at)).where(EventRow.part_id == part_id,
+                                                              EventRow.to_status == status))
+
+
+def custom_ids(session: Session, part_id: str) -> set[str]:
+    """The custom_ids of the part's requests."""
+    return set(session.scalars(select(RequestRow.custom_id)
+                               .where(RequestRow.part_id == part_id)))
+
+
+def provider_batches_of_others(session: Session, part_id: str,
+                               batch_ids: list[str]) -> set[str]:
+    """Which of ``batch_ids`` other parts already hold as their provider batch."""
+    if not batch_ids:
+        return set()
+    return {str(bid) for bid in session.scalars(
+        select(PartRow.provider_batch_id).where(PartRow.provider_batch_id.in_(batch_ids),
+                                                PartRow.id != part_id))}
+
+
+def park_part(session: Session, part_id: str, status: str, until: float,
+              message: str) -> bool:
+    """Leave a part at ``status`` until ``until`` with ``message`` noted (an event row with
+    the same from/to status records why). False: the part is no longer at ``status``."""
+    row = session.get(PartRow, part_id)
+    if row is None or row.status != status:
+        return False
+    row.last_error = message[:1000]
+    row.next_poll_at = until
+    session.add(EventRow(batch_id=row.batch_id, part_id=row.id, entity="part",
+                         from_status=row.status, to_status=row.status, at=time.time(),
+                         reason=message))
+    return True

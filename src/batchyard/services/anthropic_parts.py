@@ -29,9 +29,9 @@ from itertools import chain
 from typing import IO
 
 import orjson
-from sqlalchemy import func, select
 
-from batchyard.db.models import EventRow, PartRow, RequestRow
+from batchyard.db import parts
+from batchyard.db.models import PartRow
 from batchyard.domain.anthropic_lines import Untranslatable, is_native, to_output_line, to_request
 from batchyard.domain.inputs import RequestBlock
 from batchyard.domain.lifecycle import PartStatus
@@ -114,10 +114,8 @@ def _checked(blocks: Iterator[RequestBlock], default_max_tokens: int) -> Iterato
 
 def intent_at(svc: Services, part_id: str, status: PartStatus) -> float | None:
     """When the part last entered ``status`` (the intent before a provider side effect)."""
-    stmt = select(func.max(EventRow.at)).where(EventRow.part_id == part_id,
-                                               EventRow.to_status == status)
     with svc.sessions() as session:
-        return session.scalar(stmt)
+        return parts.entered_at(session, part_id, status)
 
 
 def wait_for_list(svc: Services, part_id: str, status: PartStatus) -> None:
@@ -167,9 +165,8 @@ def find_lost_create(svc: Services, client: AnthropicClient,
 
 
 def _custom_ids(svc: Services, part_id: str) -> set[str]:
-    stmt = select(RequestRow.custom_id).where(RequestRow.part_id == part_id)
     with svc.sessions() as session:
-        return set(session.scalars(stmt))
+        return parts.custom_ids(session, part_id)
 
 
 def _results_belong(client: AnthropicClient, batch_id: str, ours: set[str]) -> bool:
@@ -183,12 +180,8 @@ def _results_belong(client: AnthropicClient, batch_id: str, ours: set[str]) -> b
 
 
 def _owned_by_other_parts(svc: Services, part_id: str, batch_ids: list[str]) -> set[str]:
-    if not batch_ids:
-        return set()
-    stmt = select(PartRow.provider_batch_id).where(PartRow.provider_batch_id.in_(batch_ids),
-                                                   PartRow.id != part_id)
     with svc.sessions() as session:
-        return {str(bid) for bid in session.scalars(stmt)}
+        return parts.provider_batches_of_others(session, part_id, batch_ids)
 
 
 def park_ambiguous(svc: Services, part: PartRow, exc: AmbiguousCreate) -> None:
@@ -197,16 +190,10 @@ def park_ambiguous(svc: Services, part: PartRow, exc: AmbiguousCreate) -> None:
                f"({part.request_count} requests, created in its intent window); not guessing. "
                "Cancel the extra one at the provider; the part looks again in "
                f"{PARK_SECONDS / 3600:.0f} h")
-    now = time.time()
     with svc.sessions.begin() as session:
-        row = session.get(PartRow, part.id)
-        if row is None or row.status != PartStatus.SUBMITTING:
+        if not parts.park_part(session, part.id, PartStatus.SUBMITTING,
+                               time.time() + PARK_SECONDS, message):
             return
-        row.last_error = message[:1000]
-        row.next_poll_at = now + PARK_SECONDS
-        session.add(EventRow(batch_id=row.batch_id, part_id=row.id, entity="part",
-                             from_status=row.status, to_status=row.status, at=now,
-                             reason=message))
     logger.error("part.ambiguous_create", extra={"part_id": part.id,
                                                  "candidates": exc.candidates})
 
@@ -233,12 +220,10 @@ def create_batch(svc: Services, part: PartRow, dep: Deployment, *, fresh: bool) 
 
 def write_requests(svc: Services, part: PartRow, dep: Deployment, out: IO[bytes]) -> None:
     """The part's requests as Message Batch requests, one JSON object per line."""
-    stmt = (select(RequestRow.body).where(RequestRow.part_id == part.id)
-            .order_by(RequestRow.line_no).execution_options(yield_per=2_000))
     default = svc.settings.pipeline.anthropic_default_max_tokens
     model = dep.model or None
     with svc.sessions() as session:
-        for body in session.scalars(stmt):
+        for body in parts.iter_request_bodies(session, part.id):
             request = to_request(orjson.loads(body), model=model, default_max_tokens=default)
             out.write(orjson.dumps(request) + b"\n")
 
