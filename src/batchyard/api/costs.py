@@ -4,10 +4,11 @@ and key budgets. They read stored sums only; nothing is priced on a request."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -16,13 +17,16 @@ from batchyard.api.wire import json_response
 from batchyard.services import costs
 from batchyard.services.keys import Principal
 
+MAX_BUDGET_USD = 9_000_000
+
 
 class KeyBudgetBody(BaseModel):
     """``POST /admin/keys/{id}/budget`` body (``max_budget_usd`` null clears the budget)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_budget_usd: Decimal | None
+    #: Stored as integer pico-dollars in a 64-bit column: at most 9 million dollars.
+    max_budget_usd: Annotated[Decimal, Field(ge=0, le=MAX_BUDGET_USD)] | None
     budget_period: str = "total"
 
 
