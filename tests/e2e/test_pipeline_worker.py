@@ -84,7 +84,7 @@ def test_failed_requests_are_retried_to_success_and_4xx_are_kept(
 @pytest.mark.redis
 def test_cancel_mid_run_keeps_partial_results_and_ends_cancelled(
         emulator_factory: Any, pipeline_env: Any, pg_database: str, redis_url: str) -> None:
-    emulator = emulator_factory(request_latency=0.3)
+    emulator = emulator_factory(request_latency=1.0)
     _, workers, svc = pipeline_env(emulator, database_url=pg_database,
                                           broker_url=redis_url, part_max_requests=3)
     workers.start()
