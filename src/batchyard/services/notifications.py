@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -41,6 +41,10 @@ from batchyard.domain.webhooks import (
     webhook_host,
 )
 from batchyard.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from batchyard.domain.records import BatchRecord
+    from batchyard.services.container import Services
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +72,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _ended_at(batch: Any, status: str) -> int | None:
+def _ended_at(batch: BatchRecord, status: str) -> int | None:
     value = getattr(batch, f"{status}_at", None)
     return int(value) if value is not None else None
 
 
-def webhook_target(svc: Any, batch: Any) -> tuple[str, str | None] | None:
+def webhook_target(svc: Services, batch: BatchRecord) -> tuple[str, str | None] | None:
     """(url, schedule_id) for a batch: its schedule's webhook, else ``metadata.webhook_url``."""
     with svc.sessions() as session:
         schedule = repo.schedule_for_batch(session, batch.id)
@@ -85,7 +89,7 @@ def webhook_target(svc: Any, batch: Any) -> tuple[str, str | None] | None:
     return None
 
 
-def announce_batch_end(svc: Any, batch_id: str, *, now: float | None = None) -> str | None:
+def announce_batch_end(svc: Services, batch_id: str, *, now: float | None = None) -> str | None:
     """Queue the end-of-batch event for delivery; returns its id (None: no webhook / not ended).
 
     Safe to call any number of times: the first attempt row of an event is unique.
@@ -109,7 +113,7 @@ def announce_batch_end(svc: Any, batch_id: str, *, now: float | None = None) -> 
     return str(event["id"])
 
 
-def queue_event(svc: Any, event: dict[str, Any], *, url: str, schedule_id: str | None,
+def queue_event(svc: Services, event: dict[str, Any], *, url: str, schedule_id: str | None,
                 now: float | None = None) -> bool:
     """Record the first delivery attempt of ``event``; False when it was queued before."""
     now_ts = _now(now)
@@ -132,7 +136,7 @@ def _metadata_url(metadata: Mapping[str, Any] | None) -> str | None:
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
-def sweep_ended_batches(svc: Any, *, now: float | None = None,
+def sweep_ended_batches(svc: Services, *, now: float | None = None,
                         lookback: float = SWEEP_LOOKBACK_SECONDS) -> int:
     """Announce recently ended batches whose metadata names a webhook; returns how many.
 
@@ -148,7 +152,7 @@ def sweep_ended_batches(svc: Any, *, now: float | None = None,
     return sum(announce_batch_end(svc, batch_id, now=now_ts) is not None for batch_id in fresh)
 
 
-def _secret_for(svc: Any, delivery: WebhookDeliveryRecord) -> str | None:
+def _secret_for(svc: Services, delivery: WebhookDeliveryRecord) -> str | None:
     if delivery.schedule_id is not None:
         with svc.sessions() as session:
             schedule = repo.get_schedule(session, delivery.schedule_id)
@@ -258,7 +262,7 @@ def post_event(client: httpx.Client, url: str, body: bytes, *, event_id: str,
     return response.status_code, f"HTTP {response.status_code}"
 
 
-def send_attempt(svc: Any, delivery_id: int, *, client: httpx.Client,
+def send_attempt(svc: Services, delivery_id: int, *, client: httpx.Client,
                  now: float | None = None) -> WebhookDeliveryRecord | None:
     """Claim one due attempt, POST it, record the outcome and queue a retry if it failed."""
     now_ts = _now(now)
@@ -277,7 +281,7 @@ def send_attempt(svc: Any, delivery_id: int, *, client: httpx.Client,
                     if d.id == delivery_id)
 
 
-def _record_outcome(svc: Any, delivery: WebhookDeliveryRecord, code: int | None,
+def _record_outcome(svc: Services, delivery: WebhookDeliveryRecord, code: int | None,
                     error: str | None, now_ts: float) -> None:
     cfg = svc.settings.schedules
     retry = error is not None and delivery.attempt < cfg.webhook_max_attempts
@@ -309,7 +313,7 @@ def _queue_retry(session: Any, delivery: WebhookDeliveryRecord, *, due_at: float
         pass  # a stale-claim re-send already queued it
 
 
-def deliver_due(svc: Any, *, now: float | None = None,
+def deliver_due(svc: Services, *, now: float | None = None,
                 limit: int = 100) -> list[WebhookDeliveryRecord]:
     """Send every attempt that is due (a few at a time); returns the attempts made."""
     now_ts = _now(now)
@@ -326,7 +330,7 @@ def deliver_due(svc: Any, *, now: float | None = None,
         return [d for d in done if d is not None]
 
 
-def list_deliveries(svc: Any, *, batch_id: str | None = None,
+def list_deliveries(svc: Services, *, batch_id: str | None = None,
                     event_id: str | None = None) -> list[WebhookDeliveryRecord]:
     """Every attempt for a batch or an event, in order."""
     with svc.sessions() as session:
