@@ -1,3 +1,3 @@
 """db"""
 
-from batchyard.db import schedules as _schedules  # noqa: F401  issue 5: register schedule tables on Base.metadata
+from batchyard.db import schedules as _schedules  # noqa: F401  registers the schedule tables on Base.metadata

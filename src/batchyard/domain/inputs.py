@@ -6,7 +6,7 @@ operations (``map``, ``zip``, set comparisons) and no Python bytecode per line; 
 no state unless the whole run is good. Anything it does not like (the first lines of a
 file, a blank line, a different url spelling, any error) goes to the *precise* path, which
 walks the lines one by one and raises at the first bad one with the provider's error code.
-The split exists for speed: issue 3 wants validate+split at no less than half the speed of
+The split exists for speed: validate+split should run at no less than half the speed of
 bare ``orjson`` parsing (``benchmarks/validate_split.py``).
 """
 

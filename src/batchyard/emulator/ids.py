@@ -1,4 +1,4 @@
-"""Identifier shapes as each provider mints them (reference §8.11)."""
+"""Identifier shapes as each provider mints them (file-, batch_, msgbatch_ and Azure forms)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Azure OpenAI adapter: the OpenAI adapter with Azure's URLs, auth and paging rules.
 
-Two surfaces (reference §7.1): a dated ``api_version`` selects the legacy
+Two surfaces (Azure OpenAI REST reference, batch API): a dated ``api_version`` selects the legacy
 ``{endpoint}/openai/{files,batches}?api-version=...`` routes; ``None``, ``"v1"`` or
 ``"preview"`` select ``{endpoint}/openai/v1/...``. Files and batches are not
 deployment-scoped, so the deployment name only ever appears inside the JSONL lines. Azure's
