@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from sqlalchemy.orm import Session
+
 from batchyard.config import Settings
 from batchyard.db import costs as cost_db
 from batchyard.db.models import BatchRow, FileRow, PartRow
@@ -217,7 +219,12 @@ def check_key_budget(svc: Services, key_id: str | None, *, input_file_id: str,
     return to_pico(estimate.cost)
 
 
-def parse_budget(max_budget_usd: Any, period: str | None) -> tuple[int | None, str | None]:
+#: A budget as callers give it (JSON number, CLI text or Decimal); None clears it.
+BudgetAmount = Decimal | float | int | str | None
+
+
+def parse_budget(max_budget_usd: BudgetAmount,
+                 period: str | None) -> tuple[int | None, str | None]:
     """A key's budget as stored (pico-dollars, period); ValueError for a bad one."""
     if max_budget_usd is None:
         return None, None
@@ -282,7 +289,7 @@ def cost_report(svc: Services, *, group_by: str, since: int | None = None,
                      r.output_tokens, r.cached_tokens, from_pico(r.cost_pico)) for r in rows]
 
 
-def record_estimates(svc: Services, session: Any, batch: BatchRow,
+def record_estimates(svc: Services, session: Session, batch: BatchRow,
                      part_tokens: dict[str, TokenTally], *, model: str | None) -> None:
     """Price each new part's estimated tokens and store the part and batch estimates."""
     price = price_for_group(svc, model, batch.provider, at=batch.created_at)
@@ -294,7 +301,7 @@ def record_estimates(svc: Services, session: Any, batch: BatchRow,
     cost_db.set_part_estimates(session, estimates, batch.id)
 
 
-def set_key_budget(svc: Services, key_id: str, *, max_budget_usd: Any,
+def set_key_budget(svc: Services, key_id: str, *, max_budget_usd: BudgetAmount,
                    period: str | None = None) -> KeyBudgetView:
     """Set (or with ``max_budget_usd=None`` clear) a key's budget; returns it with spend."""
     try:
@@ -339,7 +346,7 @@ def batch_cap(metadata: dict[str, Any] | None) -> Decimal | None:
     return cap if cap.is_finite() and cap >= 0 else None
 
 
-def cap_refusal(session: Any, batch: BatchRow, part: PartRow) -> str | None:
+def cap_refusal(session: Session, batch: BatchRow, part: PartRow) -> str | None:
     """Why ``part`` must not be sent under the batch's cap (None: go ahead).
 
     Spent so far, plus the estimates of parts already sent whose results are not in,
@@ -369,7 +376,7 @@ def _part_estimate(batch: BatchRow, part: PartRow) -> int:
     return batch.estimate_pico * part.request_count // batch.total
 
 
-def over_cap_after_ingest(session: Any, batch: BatchRow) -> str | None:
+def over_cap_after_ingest(session: Session, batch: BatchRow) -> str | None:
     """Why the batch must stop now that more results are in (None: within its cap)."""
     cap = batch_cap(batch.metadata_)
     if cap is None:
@@ -387,7 +394,7 @@ def budget_error(message: str) -> dict[str, Any]:
                                         "line": None}]}
 
 
-def stop_for_budget(session: Any, batch_id: str, message: str) -> bool:
+def stop_for_budget(session: Session, batch_id: str, message: str) -> bool:
     """Move the batch to ``cancelling`` with a ``budget_exceeded`` error (True: it moved).
 
     The cancel machinery then does the rest: parts not sent are not sent, parts in flight
