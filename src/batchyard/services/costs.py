@@ -41,6 +41,8 @@ from batchyard.services.container import Services
 from batchyard.services.prices import PriceBook
 
 BUDGET_PERIODS = ("total", "monthly")
+#: The largest budget a key can carry (its pico-dollars must fit a 64-bit integer).
+MAX_BUDGET_USD = 9_000_000
 #: What a cost report may be grouped by.
 GROUPS = cost_db.GROUPS
 
@@ -231,6 +233,9 @@ def parse_budget(max_budget_usd: BudgetAmount,
     amount = Decimal(str(max_budget_usd))
     if not amount.is_finite() or amount < 0:
         raise ValueError("max_budget_usd must be a non-negative number")
+    if amount > MAX_BUDGET_USD:
+        # Stored as 64-bit pico-dollars.
+        raise ValueError(f"max_budget_usd must be at most {MAX_BUDGET_USD:,}")
     period = period or "total"
     if period not in BUDGET_PERIODS:
         raise ValueError(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")

@@ -49,6 +49,9 @@ def test_a_key_budget_is_set_listed_and_validated(api: Api) -> None:
     bad = api.client.post(f"/admin/keys/{key_id}/budget", headers=auth(MASTER),
                           json={"max_budget_usd": "5", "budget_period": "weekly"})
     assert bad.status_code == 400 and "budget_period" in bad.json()["error"]["message"]
+    huge = api.client.post(f"/admin/keys/{key_id}/budget", headers=auth(MASTER),
+                           json={"max_budget_usd": 5.786667286040958e+16})
+    assert huge.status_code == 400 and huge.json()["error"]["param"] == "max_budget_usd"
     missing = api.client.post("/admin/keys/key_nope/budget", headers=auth(MASTER),
                               json={"max_budget_usd": "5"})
     assert missing.status_code == 404
