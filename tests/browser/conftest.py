@@ -40,9 +40,11 @@ def artifacts() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """A headless Chromium for the session."""
+    """A headless Chromium for one test module. Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, so it must be closed before other modules'
+    tests call ``asyncio.run``."""
     executable = chromium_path()
     if executable is None:
         message = "no chromium installed (apt-get install -y chromium)"
