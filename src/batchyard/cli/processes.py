@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import SecretStr
 
 from batchyard.cli.common import EXIT_USAGE, fail, safe_url, settings
 
@@ -297,13 +298,17 @@ def settings_env(cfg: Settings) -> dict[str, str]:
     """Environment variables that rebuild ``cfg`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
     env["BATCHYARD_DATA_DIR"] = str(cfg.data_dir)
-    for name in ("database_url", "broker_url", "openai_api_base", "crash_at", "config_file"):
+    for name in ("database_url", "broker_url", "openai_api_base", "crash_at", "config_file",
+                 "storage_backend"):
         value = getattr(cfg, name)
         if value:
             env[f"BATCHYARD_{name.upper()}"] = str(value)
     if cfg.openai_api_key is not None:
         env["BATCHYARD_OPENAI_API_KEY"] = cfg.openai_api_key.get_secret_value()
-    for section in ("pipeline", "http"):
+    for section in ("pipeline", "http", "s3"):
         for key, value in getattr(cfg, section).model_dump().items():
-            env[f"BATCHYARD_{section.upper()}__{key.upper()}"] = str(value)
+            if value is None:
+                continue
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"BATCHYARD_{section.upper()}__{key.upper()}"] = text
     return env
