@@ -122,6 +122,8 @@ class ApiSettings(BaseModel):
     max_header_bytes: int = 32 * 1024
     #: A request body chunk that takes longer than this to arrive ends the request (408).
     body_read_timeout: float = 30.0
+    #: A request's header block that takes longer than this to arrive is refused (408).
+    header_read_timeout: float = 10.0
     #: uvicorn processes for ``batchyard serve``; 0 = one per CPU core (at most 4). One
     #: process is CPU-bound near 500 creates/s; a second one halves create latency under load.
     workers: int = 0

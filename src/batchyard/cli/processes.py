@@ -20,6 +20,9 @@ from pydantic import SecretStr
 
 from batchyard.cli.common import EXIT_USAGE, fail, safe_url, settings
 
+#: uvicorn's httptools protocol with a header read timeout and header size bound.
+HTTP_PROTOCOL = "batchyard.api.protocol:BoundedHttpToolsProtocol"
+
 if TYPE_CHECKING:
     from batchyard.config import Settings
     from batchyard.deployments import DeploymentRegistry
@@ -177,10 +180,10 @@ def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption
             os.environ["BATCHYARD_CONFIG_FILE"] = str(cfg.config_file)
         uvicorn.run("batchyard.api.app:app_from_env", factory=True, host=cfg.api.host,
                     port=cfg.api.port, workers=workers, log_config=log_config,
-                    access_log=access_log)
+                    access_log=access_log, http=HTTP_PROTOCOL)
         return
     uvicorn.run(create_app(cfg), host=cfg.api.host, port=cfg.api.port, log_config=log_config,
-                access_log=access_log)
+                access_log=access_log, http=HTTP_PROTOCOL)
 
 
 def worker(concurrency: Annotated[int, typer.Option(help="Worker threads.")] = 8,
@@ -245,7 +248,7 @@ def up(host: HostOption = None, port: PortOption = None, config: ConfigOption = 
     try:
         uvicorn.run(create_app(cfg), host=cfg.api.host, port=cfg.api.port,
                     log_config=dict_config(log_level, log_format, access_log=access_log),
-                    access_log=access_log)
+                    access_log=access_log, http=HTTP_PROTOCOL)
     finally:
         stop_process(proc)
 
