@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, BinaryIO, Self
+from typing import IO, Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -34,8 +33,10 @@ from batchyard.providers.base import (
     UploadSource,
 )
 from batchyard.providers.http import (
+    AsyncClosingClient,
     AsyncExecutor,
     Call,
+    ClosingClient,
     Op,
     SyncExecutor,
     build_timeout,
@@ -200,7 +201,7 @@ def _same_origin(url: str, base: str) -> bool:
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
-class AnthropicClient:
+class AnthropicClient(ClosingClient):
     """A synchronous Message Batches client over ``httpx.Client``."""
 
     def __init__(self, ops: AnthropicOperations, executor: SyncExecutor) -> None:
@@ -243,19 +244,8 @@ class AnthropicClient:
         """Stream the results JSONL into ``dest``; returns the bytes written."""
         return self._executor.download(self._ops.results(batch_id, results_url), dest)
 
-    def close(self) -> None:
-        """Close the HTTP client."""
-        self._executor.client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-class AsyncAnthropicClient:
+class AsyncAnthropicClient(AsyncClosingClient):
     """The asynchronous twin of :class:`AnthropicClient`."""
 
     def __init__(self, ops: AnthropicOperations, executor: AsyncExecutor) -> None:
@@ -298,17 +288,6 @@ class AsyncAnthropicClient:
                                results_url: str | None = None) -> int:
         """Stream the results JSONL into ``dest``; returns the bytes written."""
         return await self._executor.download(self._ops.results(batch_id, results_url), dest)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._executor.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
 
 def _client_headers(ops: AnthropicOperations) -> dict[str, str]:

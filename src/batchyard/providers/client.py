@@ -8,8 +8,7 @@ rules exist once for both flavours of I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO
 
 from batchyard.providers.base import (
     AsyncProvider,
@@ -19,12 +18,12 @@ from batchyard.providers.base import (
     ProviderPage,
     UploadSource,
 )
-from batchyard.providers.http import AsyncExecutor, SyncExecutor
+from batchyard.providers.http import AsyncClosingClient, AsyncExecutor, ClosingClient, SyncExecutor
 from batchyard.providers.openai import OpenAIOperations
 from batchyard.providers.wire import next_cursor
 
 
-class SyncProviderClient:
+class SyncProviderClient(ClosingClient):
     """A synchronous :class:`~batchyard.providers.base.Provider` over ``httpx.Client``."""
 
     def __init__(self, ops: OpenAIOperations, executor: SyncExecutor) -> None:
@@ -93,19 +92,8 @@ class SyncProviderClient:
         """Ask the provider to cancel a batch."""
         return self._run(self._ops.cancel_batch(batch_id))
 
-    def close(self) -> None:
-        """Close the HTTP client."""
-        self._executor.client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-class AsyncProviderClient:
+class AsyncProviderClient(AsyncClosingClient):
     """An asynchronous :class:`~batchyard.providers.base.AsyncProvider` over ``AsyncClient``."""
 
     def __init__(self, ops: OpenAIOperations, executor: AsyncExecutor) -> None:
@@ -176,17 +164,6 @@ class AsyncProviderClient:
     async def cancel_batch(self, batch_id: str) -> ProviderBatch:
         """Ask the provider to cancel a batch."""
         return await self._run(self._ops.cancel_batch(batch_id))
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._executor.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
 
 if TYPE_CHECKING:  # mypy proves the clients implement the protocols (no runtime cost)

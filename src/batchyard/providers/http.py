@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from types import TracebackType
+from typing import Any, BinaryIO, Generic, Self, TypeVar
 
 import httpx
 
@@ -289,3 +290,37 @@ def _rewind(dest: BinaryIO, start: int | None) -> None:
     if start is not None and dest.tell() != start:
         dest.seek(start)
         dest.truncate()
+
+
+class ClosingClient:
+    """``close`` and ``with`` for a synchronous provider client over one executor."""
+
+    _executor: SyncExecutor
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._executor.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncClosingClient:
+    """``aclose`` and ``async with`` for an asynchronous provider client over one executor."""
+
+    _executor: AsyncExecutor
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._executor.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
