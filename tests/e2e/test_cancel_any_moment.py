@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from batchyard.services import batches as batch_service
+from batchyard.services import reports
 from batchyard.services.container import Services
 from tests.e2e.helpers import jsonl, request_line, results_by_custom_id, upload, wait_for
 
@@ -44,7 +45,7 @@ def _status(svc: Services, batch_id: str) -> str:
 
 
 def _part_statuses(svc: Services, batch_id: str) -> list[str]:
-    return [p.status for p in batch_service.batch_parts(svc, batch_id, owner=None)]
+    return [p.status for p in reports.list_parts(svc, batch_id, owner=None)]
 
 
 def _cancelled(svc: Services, batch_id: str) -> Any:

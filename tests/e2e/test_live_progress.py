@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from batchyard.services import batches as batch_service
+from batchyard.services import reports
 from tests.e2e.helpers import jsonl, request_line, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -33,7 +34,7 @@ def test_request_counts_rise_before_the_batch_completes(
         seen.append((batch.status, counts.completed, counts.failed))
         if batch.status == "in_progress":
             parts_seen += [(p.provider_status, p.completed)
-                           for p in batch_service.batch_parts(svc, batch_id, owner=None)]
+                           for p in reports.list_parts(svc, batch_id, owner=None)]
         if batch.status == "completed":
             break
         time.sleep(0.05)

@@ -15,7 +15,7 @@ from batchyard.db.models import BatchRow, EventRow, PartRow
 from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
 from batchyard.services import files as file_service
-from batchyard.services import keys, prepare, submit
+from batchyard.services import keys, prepare, reports, submit
 from batchyard.services.pipeline import run_task
 from tests.e2e.helpers import (
     InlineDriver,
@@ -127,7 +127,7 @@ def test_a_part_step_failing_again_and_again_ends_the_part_and_its_batch_failed(
             session.execute(sa.update(PartRow).values(next_poll_at=0.0))
     assert run_task(svc, "submit", part_id) is None
     any_driver.run_until(lambda: _status(any_driver, batch.id) == "failed")
-    (part,) = batch_service.batch_parts(svc, batch.id, owner=None)
+    (part,) = reports.list_parts(svc, batch.id, owner=None)
     assert part.status == "failed"
     final = batch_service.get_batch(svc, batch.id, owner=None)
     assert final.errors is not None and final.errors.data[0].code == "internal_error"

@@ -52,11 +52,11 @@ def parts_table(parts: list[PartSummary]) -> Any:
 
     table = Table(Column("part", no_wrap=True), "attempt", "deployment",
                   Column("provider batch", no_wrap=True), Column("status", no_wrap=True),
-                  "provider status", "requests", "provider done")
+                  "provider status", "requests", "completed", "failed")
     for p in parts:
         table.add_row(p.id, str(p.attempt), p.deployment or "-", p.provider_batch_id or "-",
                       p.status, p.provider_status or "-", str(p.request_count),
-                      str(p.provider_done))
+                      str(p.completed), str(p.failed))
     return table
 
 

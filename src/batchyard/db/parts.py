@@ -8,12 +8,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import EventRow, PartRow, RequestRow, ResultRow
-from batchyard.domain.lifecycle import LIVE_PART_STATUSES, POLL_PART_STATUSES, PartStatus
-from batchyard.domain.records import PartInfo
+from batchyard.domain.lifecycle import LIVE_PART_STATUSES, PartStatus
 
 
 def get_part(session: Session, part_id: str) -> PartRow | None:
@@ -25,28 +24,6 @@ def parts_of(session: Session, batch_id: str) -> list[PartRow]:
     """Every part of a batch (retries included), in creation order."""
     return list(session.scalars(select(PartRow).where(PartRow.batch_id == batch_id)
                                 .order_by(PartRow.seq)))
-
-
-def part_infos(session: Session, batch_id: str) -> list[PartInfo]:
-    """Every part of a batch with its counts: the provider's while it runs the part, our
-    result rows once they are ingested."""
-    ok = func.sum(case((ResultRow.ok.is_(True), 1), else_=0))
-    bad = func.sum(case((ResultRow.ok.is_(True), 0), else_=1))
-    ingested = {part_id: (int(good or 0), int(failed or 0)) for part_id, good, failed in
-                session.execute(select(ResultRow.part_id, ok, bad)
-                                .where(ResultRow.batch_id == batch_id)
-                                .group_by(ResultRow.part_id))}
-    infos = []
-    for part in parts_of(session, batch_id):
-        completed, failed = ingested.get(part.id, (0, 0))
-        if part.status in POLL_PART_STATUSES:
-            completed, failed = part.provider_completed, part.provider_failed
-        infos.append(PartInfo(
-            id=part.id, seq=part.seq, attempt=part.attempt, status=PartStatus(part.status),
-            deployment=part.deployment, provider_batch_id=part.provider_batch_id,
-            provider_status=part.provider_status, total=part.request_count,
-            completed=completed, failed=failed, last_error=part.last_error))
-    return infos
 
 
 def live_part_count(session: Session, batch_id: str) -> int:

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Insert, Row, case, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -15,7 +14,6 @@ from sqlalchemy.orm import Session
 from batchyard.db.bulk import connection_of, copy_rows
 from batchyard.db.models import RequestRow, ResultRow
 from batchyard.domain.jsonl import render_result_line
-from batchyard.domain.records import ResultPreview
 
 _UPDATABLE = ("line_no", "part_id", "attempt", "ok", "status_code", "provider_request_id",
               "response_body", "error_code", "error_message", "input_tokens",
@@ -166,27 +164,3 @@ def fill_rendered_bytes(session: Session, batch_id: str) -> None:
             return
         session.execute(update(ResultRow), [
             {"id": row.id, "rendered_bytes": len(render_row(row))} for row in rows])
-
-
-def preview_results(session: Session, batch_id: str, *, limit: int,
-                    answer_chars: int = 50) -> list[ResultPreview]:
-    """The batch's first ``limit`` results in input order, each with the start of its answer
-    (a chat completion's first message)."""
-    stmt = (select(ResultRow.line_no, ResultRow.custom_id, ResultRow.status_code,
-                   ResultRow.attempt, ResultRow.response_body, ResultRow.error_code)
-            .where(ResultRow.batch_id == batch_id).order_by(ResultRow.line_no).limit(limit))
-    return [ResultPreview(line_no=row.line_no, custom_id=row.custom_id,
-                          status_code=row.status_code, attempt=row.attempt,
-                          answer=_answer(row.response_body, answer_chars),
-                          error_code=row.error_code)
-            for row in session.execute(stmt)]
-
-
-def _answer(body: str | None, chars: int) -> str | None:
-    if not body:
-        return None
-    try:
-        content = orjson.loads(body)["choices"][0]["message"]["content"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        return None
-    return content[:chars] if isinstance(content, str) else None

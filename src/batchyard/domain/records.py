@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchyard.domain.lifecycle import BatchStatus, PartStatus
+from batchyard.domain.lifecycle import BatchStatus
 
 
 class _Record(BaseModel):
@@ -122,37 +122,6 @@ class BatchRecord(_Record):
     metadata: dict[str, str] | None = None
     owner_key_id: str | None = None
     cost: BatchCost = Field(default_factory=BatchCost)
-
-
-class PartInfo(_Record):
-    """One part of a batch (one provider batch) as a person watching the batch sees it.
-
-    ``completed`` / ``failed`` are the provider's own live counts while the part is at the
-    provider, and the ingested results once it has ended.
-    """
-
-    id: str
-    seq: int
-    attempt: int
-    status: PartStatus
-    deployment: str | None = None
-    provider_batch_id: str | None = None
-    provider_status: str | None = None
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    last_error: str | None = None
-
-
-class ResultPreview(_Record):
-    """The first fields of one result row (a quick look at a batch's answers)."""
-
-    line_no: int
-    custom_id: str
-    status_code: int | None = None
-    attempt: int = 1
-    answer: str | None = None
-    error_code: str | None = None
 
 
 T = TypeVar("T")

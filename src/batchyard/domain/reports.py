@@ -24,6 +24,10 @@ class PartSummary(_Record):
     provider_status: str | None = None
     #: Requests the provider reported finished (succeeded or failed) at the last poll.
     provider_done: int = 0
+    #: Succeeded / failed requests: the provider's live counts while the part is at the
+    #: provider, the ingested result rows once it has ended.
+    completed: int = 0
+    failed: int = 0
     #: The provider's own reason when the part failed (code: message), or the last error.
     error: str | None = None
 

@@ -12,11 +12,9 @@ import time
 from typing import Any, NoReturn
 
 from batchyard.db import batches as repo
-from batchyard.db import parts, results
 from batchyard.db.convert import BatchRecord, Page
 from batchyard.db.transitions import transition_batch
 from batchyard.domain.lifecycle import NEW_BATCH, BatchStage, BatchStatus, due_at
-from batchyard.domain.records import PartInfo, ResultPreview
 from batchyard.errors import InvalidInputError, NotFoundError, StateConflictError
 from batchyard.services.container import Services
 from batchyard.services.ids import new_batch_id
@@ -86,22 +84,6 @@ def list_batches(svc: Services, *, owner: str | None, limit: int = 20,
     """Batches visible to ``owner``, newest first; ``after`` is a batch id cursor."""
     with svc.sessions() as session:
         return repo.page_batches(session, owner=owner, limit=limit, after=after)
-
-
-def batch_parts(svc: Services, batch_id: str, *, owner: str | None) -> list[PartInfo]:
-    """Each part of a batch visible to ``owner``: deployment, provider batch id and status,
-    and its counts (the provider's live ones while it runs)."""
-    get_batch(svc, batch_id, owner=owner)
-    with svc.sessions() as session:
-        return parts.part_infos(session, batch_id)
-
-
-def result_preview(svc: Services, batch_id: str, *, owner: str | None,
-                   limit: int = 10) -> list[ResultPreview]:
-    """The first ``limit`` results of a batch visible to ``owner``, in input order."""
-    get_batch(svc, batch_id, owner=owner)
-    with svc.sessions() as session:
-        return results.preview_results(session, batch_id, limit=limit)
 
 
 def cancel_batch(svc: Services, batch_id: str, *, owner: str | None) -> BatchRecord:

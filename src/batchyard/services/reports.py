@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from batchyard.db.engine import readonly_engine
-from batchyard.db.reports import failure_counts, failure_examples, part_rows
+from batchyard.db.reports import failure_counts, failure_examples, ingested_counts, part_rows
 from batchyard.db.results import iter_batch_results
+from batchyard.domain.lifecycle import POLL_PART_STATUSES
 from batchyard.domain.reports import FailureExample, FailureGroup, PartSummary, ResultPreview
 from batchyard.services.batches import get_batch
 from batchyard.services.container import Services
@@ -26,15 +27,23 @@ def _part_error(row: Any) -> str | None:
 
 
 def list_parts(svc: Services, batch_id: str, *, owner: str | None) -> list[PartSummary]:
-    """The parts of a batch visible to ``owner``, in submission order."""
+    """The parts of a batch visible to ``owner``, in submission order, each with its counts
+    (the provider's live ones while it runs the part, the ingested results after)."""
     get_batch(svc, batch_id, owner=owner)  # NotFoundError for an unknown or foreign batch
     with svc.sessions() as session:
         rows = part_rows(session, batch_id)
-    return [PartSummary(id=r.id, seq=r.seq, attempt=r.attempt, deployment=r.deployment,
-                        status=r.status, request_count=r.request_count or 0,
-                        provider_batch_id=r.provider_batch_id,
-                        provider_status=r.provider_status, provider_done=r.provider_done or 0,
-                        error=_part_error(r)) for r in rows]
+        ingested = ingested_counts(session, batch_id)
+    out = []
+    for r in rows:
+        completed, failed = ingested.get(r.id, (0, 0))
+        if r.status in POLL_PART_STATUSES:
+            completed, failed = r.provider_completed or 0, r.provider_failed or 0
+        out.append(PartSummary(
+            id=r.id, seq=r.seq, attempt=r.attempt, deployment=r.deployment, status=r.status,
+            request_count=r.request_count or 0, provider_batch_id=r.provider_batch_id,
+            provider_status=r.provider_status, provider_done=r.provider_done or 0,
+            completed=completed, failed=failed, error=_part_error(r)))
+    return out
 
 
 def failure_groups(svc: Services, batch_id: str, *, owner: str | None,

@@ -46,6 +46,7 @@ def test_the_parts_of_a_prepared_batch_are_listed(api_with_deployment: Api) -> N
     # not submitted yet: no deployment chosen, no provider batch
     assert part["status"] and part["deployment"] is None and part["provider_batch_id"] is None
     assert {"attempt", "provider_status", "provider_done", "error"} <= set(part)
+    assert part["completed"] == 0 and part["failed"] == 0
 
 
 def test_parts_of_an_unknown_or_foreign_batch_are_404(api: Api) -> None:
