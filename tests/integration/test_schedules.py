@@ -293,6 +293,37 @@ def test_a_failing_callable_records_the_error_and_creates_nothing(svc: Services)
         (sched.next_fire_at or 0) + 3600
 
 
+def test_a_run_that_would_take_its_key_over_budget_fails_and_creates_nothing(
+        svc: Services) -> None:
+    from batchyard.services import costs, keys
+
+    key, _ = keys.create_key(svc, name="nightly", can_schedule=True)
+    costs.set_key_budget(svc, key.id, max_budget_usd="0.000000001")
+    clock = Clock(T0)
+    sched = schedules.create_schedule(
+        svc, _spec({"kind": "callable", "target": f"{HERE}:nightly_requests"}), owner=key.id,
+        now=clock)
+    before = (_count(svc, "files WHERE NOT deleted"), _count(svc, "batches"),
+              _count(svc, "file_chunks"))
+    clock.now = (sched.next_fire_at or 0) + 1
+    (run,) = schedules.tick(svc, now=clock).runs
+    assert run.status == "failed" and run.batch_id is None
+    assert (run.reason or "").startswith("refused (budget_exceeded): ")
+    assert "budget" in (run.error or "")
+    # the materialised input is removed again (its row stays, marked deleted)
+    assert (_count(svc, "files WHERE NOT deleted"), _count(svc, "batches"),
+            _count(svc, "file_chunks")) == before
+    # With room in the budget the next slot runs, and its batch carries the estimate.
+    costs.set_key_budget(svc, key.id, max_budget_usd="100")
+    clock.now = (sched.next_fire_at or 0) + 3601
+    (run,) = schedules.tick(svc, now=clock).runs
+    assert run.status == "submitted" and run.batch_id
+    with svc.engine.connect() as conn:
+        estimate = conn.execute(sa.text("SELECT estimate_pico FROM batches WHERE id = :b"),
+                                {"b": run.batch_id}).scalar_one()
+    assert estimate is not None and estimate > 0
+
+
 def test_a_source_with_no_requests_is_a_skipped_run(svc: Services) -> None:
     clock = Clock(T0)
     sched = schedules.create_schedule(

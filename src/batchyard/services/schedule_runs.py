@@ -15,7 +15,7 @@ from batchyard.db import schedules as repo
 from batchyard.domain.schedule import TERMINAL_BATCH_STATUSES, local_time, parse_timezone
 from batchyard.domain.schedule_records import ScheduleRecord
 from batchyard.errors import NotFoundError
-from batchyard.services import batches, files, notifications
+from batchyard.services import batches, costs, files, notifications
 from batchyard.services.container import Services
 from batchyard.services.schedule_sources import materialize
 
@@ -61,10 +61,16 @@ def submit(svc: Services, schedule: ScheduleRecord, fire_time: int) -> RunOutcom
 
 
 def _create_batch(svc: Services, schedule: ScheduleRecord, file_id: str, fire_time: int) -> str:
+    # A schedule spends its owner's money like an API create does: the key's budget is
+    # checked the same way (the run fails with the refusal, and its file is removed).
+    estimate = costs.check_key_budget(svc, schedule.owner, input_file_id=file_id,
+                                      endpoint=schedule.endpoint, model=schedule.model,
+                                      provider=None)
     batch = batches.create_batch(
         svc, owner=schedule.owner, input_file_id=file_id, endpoint=schedule.endpoint,
         completion_window=schedule.completion_window,
-        metadata=batch_metadata(schedule, fire_time), model=schedule.model)
+        metadata=batch_metadata(schedule, fire_time), model=schedule.model,
+        estimate_pico=estimate)
     return str(batch.id)
 
 

@@ -31,7 +31,7 @@ from batchyard.domain.schedule import (
     validate_cron,
 )
 from batchyard.domain.schedule_records import ScheduleRecord, ScheduleRunRecord
-from batchyard.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from batchyard.errors import BatchyardError, InvalidInputError, NotFoundError, PermissionDeniedError
 from batchyard.services import notifications, schedule_runs
 from batchyard.services.container import Services
 from batchyard.services.schedule_sources import CODE_SOURCE_KINDS, Source
@@ -285,7 +285,11 @@ def _submit_run(svc: Services, schedule: ScheduleRecord, run_id: int, fire_time:
     except Exception as exc:
         logger.warning("schedule.run.failed", extra={"schedule_id": schedule.id,
                                                      "run_id": run_id, "error": type(exc).__name__})
-        _finish(svc, run_id, status="failed", now=now_ts, reason="source failed",
+        # A refusal of the create (budget, capacity, a bad input) says what it was; anything
+        # else is the source's failure, kept with its last frames.
+        refused = isinstance(exc, BatchyardError) and exc.code is not None
+        _finish(svc, run_id, status="failed", now=now_ts,
+                reason=f"refused ({exc.code}): {exc}"[:500] if refused else "source failed",
                 error=short_traceback(exc))
         return
     if outcome.batch_id is None:
