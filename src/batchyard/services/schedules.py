@@ -287,9 +287,9 @@ def _submit_run(svc: Services, schedule: ScheduleRecord, run_id: int, fire_time:
                                                      "run_id": run_id, "error": type(exc).__name__})
         # A refusal of the create (budget, capacity, a bad input) says what it was; anything
         # else is the source's failure, kept with its last frames.
-        refused = isinstance(exc, BatchyardError) and exc.code is not None
+        code = exc.code if isinstance(exc, BatchyardError) else None
         _finish(svc, run_id, status="failed", now=now_ts,
-                reason=f"refused ({exc.code}): {exc}"[:500] if refused else "source failed",
+                reason=f"refused ({code}): {exc}"[:500] if code else "source failed",
                 error=short_traceback(exc))
         return
     if outcome.batch_id is None:
