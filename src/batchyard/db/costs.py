@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from batchyard.db.models import ApiKeyRow, BatchRow, PartRow, ResultRow
 from batchyard.db.schedules import ScheduleRunRow
+from batchyard.domain.pricing import from_pico
 
 #: Counted as unpriced: answers with usage but no known price (errors without usage are
 #: not billed and count as neither).
@@ -147,6 +149,12 @@ class CostRow:
     output_tokens: int
     cached_tokens: int
     cost_pico: int
+    currency: str = "USD"
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """The group's cost, exact."""
+        return from_pico(self.cost_pico)
 
 
 def _day(column: Any, dialect: str) -> ColumnElement[Any]:
@@ -200,8 +208,12 @@ def cost_report(session: Session, *, group_by: str, since: int | None = None,
         stmt = stmt.where(ResultRow.batch_id == batch_id)
     total = func.coalesce(func.sum(ResultRow.cost_pico), 0)
     stmt = stmt.group_by(group).order_by(total.desc(), group)
-    return [CostRow(None if r[0] is None else str(r[0]), *(int(v) for v in r[1:]))
-            for r in session.execute(stmt)]
+    out = []
+    for r in session.execute(stmt):
+        requests, priced, unpriced, inp, outp, cached, cost = (int(v) for v in r[1:])
+        out.append(CostRow(None if r[0] is None else str(r[0]), requests, priced, unpriced,
+                           inp, outp, cached, cost))
+    return out
 
 
 

@@ -265,33 +265,16 @@ def key_budgets(svc: Services, key_ids: Iterable[str]) -> dict[str, KeyBudgetVie
 
 # -- reports -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CostLine:
-    """One group of a cost report (amounts exact)."""
-
-    group: str | None
-    requests: int
-    priced: int
-    unpriced: int
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cost_usd: Decimal
-    currency: str = "USD"
-
-
 def cost_report(svc: Services, *, group_by: str, since: int | None = None,
                 until: int | None = None, owner: str | None = None,
-                batch_id: str | None = None) -> list[CostLine]:
+                batch_id: str | None = None) -> list[cost_db.CostRow]:
     """Spend grouped by batch, key, model, deployment, schedule or day (stored sums)."""
     if group_by not in cost_db.GROUPS:
         raise InvalidInputError(f"group_by must be one of {', '.join(cost_db.GROUPS)}",
                                 param="group_by", code="invalid_value")
     with svc.sessions() as session:
-        rows = cost_db.cost_report(session, group_by=group_by, since=since, until=until,
+        return cost_db.cost_report(session, group_by=group_by, since=since, until=until,
                                    owner=owner, batch_id=batch_id)
-    return [CostLine(r.group, r.requests, r.priced, r.unpriced, r.input_tokens,
-                     r.output_tokens, r.cached_tokens, from_pico(r.cost_pico)) for r in rows]
 
 
 def record_estimates(svc: Services, session: Session, batch: BatchRow,
