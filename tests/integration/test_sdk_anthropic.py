@@ -149,6 +149,9 @@ def test_bad_line_is_refused_with_its_number(options: dict[str, Any], tmp_path: 
         batchyard.create_batch(endpoint="/v1/embeddings", requests=[], **options)
     with pytest.raises(InvalidInputError, match="either input_file_id or requests"):
         batchyard.create_batch(**options)
+    with pytest.raises(InvalidInputError, match="requests= is for custom_llm_provider"):
+        batchyard.create_batch(requests=[{"custom_id": "a", "params": {}}],
+                               **{**options, "custom_llm_provider": "openai"})
 
 
 def test_native_requests_list_with_paging_and_cancel(options: dict[str, Any],
