@@ -196,7 +196,8 @@ def _max_tokens(options: ClientOptions) -> int:
 
 def _anthropic_http(options: ClientOptions, *, once: bool) -> HttpSettings:
     http = _http(options)
-    # A create has no idempotency key: a repeat after a lost answer would run (and bill) twice.
+    # A create has no idempotency key: a repeat after a lost answer would run (and bill) twice;
+    # sdk_anthropic.create repeats it only after an answer that proves it was refused.
     return http.model_copy(update={"max_attempts": 1}) if once else http
 
 
@@ -376,8 +377,9 @@ def create_batch(completion_window: str = "24h", endpoint: str = "/v1/chat/compl
         canonical = sdk_anthropic.check_create(endpoint, completion_window)
         with _anthropic(options, once=True) as client:
             return sdk_anthropic.create(
-                client, _store(options), endpoint=canonical, input_file_id=input_file_id,
-                requests=requests, metadata=metadata, default_max_tokens=_max_tokens(options))
+                client, _store(options), _http(options), endpoint=canonical,
+                input_file_id=input_file_id, requests=requests, metadata=metadata,
+                default_max_tokens=_max_tokens(options))
     file_id = _required_file(input_file_id, requests)
     with _sync(custom_llm_provider, options) as provider:
         return batch_object(provider.create_batch(
@@ -396,8 +398,9 @@ async def acreate_batch(completion_window: str = "24h", endpoint: str = "/v1/cha
         canonical = sdk_anthropic.check_create(endpoint, completion_window)
         async with _aanthropic(options, once=True) as client:
             return await sdk_anthropic.acreate(
-                client, _store(options), endpoint=canonical, input_file_id=input_file_id,
-                requests=requests, metadata=metadata, default_max_tokens=_max_tokens(options))
+                client, _store(options), _http(options), endpoint=canonical,
+                input_file_id=input_file_id, requests=requests, metadata=metadata,
+                default_max_tokens=_max_tokens(options))
     file_id = _required_file(input_file_id, requests)
     async with _async(custom_llm_provider, options) as provider:
         record = await provider.create_batch(

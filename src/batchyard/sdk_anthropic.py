@@ -38,6 +38,7 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
+from batchyard.config import HttpSettings
 from batchyard.domain.anthropic_lines import (
     CHAT_URL,
     MESSAGES_URL,
@@ -46,7 +47,13 @@ from batchyard.domain.anthropic_lines import (
     to_output_line,
     to_request,
 )
-from batchyard.errors import InvalidInputError, JsonlError, ProviderNotFoundError
+from batchyard.domain.backoff import retry_delay
+from batchyard.errors import (
+    InvalidInputError,
+    JsonlError,
+    ProviderError,
+    ProviderNotFoundError,
+)
 from batchyard.providers.anthropic import AnthropicClient, AsyncAnthropicClient
 from batchyard.providers.base import ProviderBatch, ProviderPage
 from batchyard.sdk_models import Batch, BatchList, FileList, FileObject, batch_object
@@ -57,6 +64,8 @@ ERRORS_SUFFIX = ":errors"
 #: Anthropic's per-batch request limit.
 MAX_REQUESTS = 100_000
 _COMPLETION_WINDOW = "24h"
+#: Answers that prove a create was refused, not run: sending it again cannot pay twice.
+_REFUSED = frozenset({429, 529})
 
 
 def is_local_file(file_id: str) -> bool:
@@ -355,34 +364,61 @@ def endpoint_of(store: LocalStore, batch_id: str) -> str:
 
 # -- the calls, sync and async --------------------------------------------------------------
 
-def create(client: AnthropicClient, store: LocalStore, *, endpoint: str,
+def _refused_wait(exc: ProviderError, attempt: int, http: HttpSettings) -> float | None:
+    """Seconds to wait before sending a refused create again, or None to give up."""
+    if exc.status not in _REFUSED or attempt >= http.max_attempts:
+        return None
+    if exc.retry_after is not None:
+        return exc.retry_after if exc.retry_after <= http.max_retry_after else None
+    return retry_delay(attempt, initial=http.backoff_initial, cap=http.backoff_max, jitter=0.25)
+
+
+def create(client: AnthropicClient, store: LocalStore, http: HttpSettings, *, endpoint: str,
            input_file_id: str | None, requests: Iterable[Mapping[str, Any]] | None,
            metadata: dict[str, str] | None, default_max_tokens: int) -> Batch:
-    """Translate, send once, note, answer."""
+    """Translate, send (again only when refused), note, answer. ``client`` must not retry."""
     with tempfile.TemporaryFile() as body:
         store.write_requests(body, input_file_id=input_file_id, requests=requests,
                              default_max_tokens=default_max_tokens)
-        body.seek(0)
-        record = client.create_batch(body)
+        attempt = 0
+        while True:
+            attempt += 1
+            body.seek(0)
+            try:
+                record = client.create_batch(body)
+                break
+            except ProviderError as exc:
+                if (wait := _refused_wait(exc, attempt, http)) is None:
+                    raise
+            time.sleep(wait)
     note = BatchNote(endpoint=endpoint, input_file_id=input_file_id, metadata=metadata)
     store.note_batch(record.id, note)
     return openai_batch(record, note)
 
 
-async def acreate(client: AsyncAnthropicClient, store: LocalStore, *, endpoint: str,
-                  input_file_id: str | None, requests: Iterable[Mapping[str, Any]] | None,
+async def acreate(client: AsyncAnthropicClient, store: LocalStore, http: HttpSettings, *,
+                  endpoint: str, input_file_id: str | None,
+                  requests: Iterable[Mapping[str, Any]] | None,
                   metadata: dict[str, str] | None, default_max_tokens: int) -> Batch:
     """:func:`create`, asynchronously (the translation runs in a worker thread)."""
+    import anyio
     import anyio.to_thread
 
     with tempfile.TemporaryFile() as body:
-        def prepare() -> None:
-            store.write_requests(body, input_file_id=input_file_id, requests=requests,
-                                 default_max_tokens=default_max_tokens)
+        await anyio.to_thread.run_sync(lambda: store.write_requests(
+            body, input_file_id=input_file_id, requests=requests,
+            default_max_tokens=default_max_tokens))
+        attempt = 0
+        while True:
+            attempt += 1
             body.seek(0)
-
-        await anyio.to_thread.run_sync(prepare)
-        record = await client.create_batch(body)
+            try:
+                record = await client.create_batch(body)
+                break
+            except ProviderError as exc:
+                if (wait := _refused_wait(exc, attempt, http)) is None:
+                    raise
+            await anyio.sleep(wait)
     note = BatchNote(endpoint=endpoint, input_file_id=input_file_id, metadata=metadata)
     store.note_batch(record.id, note)
     return openai_batch(record, note)

@@ -21,6 +21,7 @@ from batchyard.errors import (
     JsonlError,
     ProviderNotFoundError,
     ProviderRejectedError,
+    ProviderTransientError,
 )
 
 KEY = "sk-ant-sdk"
@@ -258,3 +259,38 @@ def test_env_supplies_anthropic_credentials(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         batchyard.retrieve_batch(batch_id=batch.id, custom_llm_provider="anthropic")
+
+
+def _faulty(tmp_path: Path, **faults: Any) -> tuple[EmulatorServer, dict[str, Any]]:
+    config = EmulatorConfig(flavor="anthropic", api_keys=(KEY,), fault_method="POST",
+                            fault_path="/v1/messages/batches", retry_after=0.01,
+                            **FAST, **faults)
+    server = EmulatorServer(config).start()
+    settings = Settings(data_dir=tmp_path, http=HttpSettings(max_attempts=3,
+                                                             backoff_initial=0.01))
+    return server, {"custom_llm_provider": "anthropic", "api_key": KEY,
+                    "api_base": server.base_url, "settings": settings}
+
+
+ONE = [{"custom_id": "one", "params": {"model": "claude-haiku-4-5", "max_tokens": 8,
+                                       "messages": [{"role": "user", "content": "hi"}]}}]
+
+
+def test_a_refused_create_is_sent_again(tmp_path: Path) -> None:
+    server, options = _faulty(tmp_path, rate_limit_next=1, overloaded_next=1)
+    try:
+        created = batchyard.create_batch(requests=ONE, **options)
+        assert [b["id"] for b in server.emulator.stats()["batches"]] == [created.id]
+    finally:
+        server.stop()
+
+
+@pytest.mark.anyio
+async def test_a_create_whose_answer_is_lost_is_not_sent_twice(tmp_path: Path) -> None:
+    server, options = _faulty(tmp_path, drop_next=1, drop_after_handling=True)
+    try:
+        with pytest.raises(ProviderTransientError):
+            await batchyard.acreate_batch(requests=ONE, **options)
+        assert len(server.emulator.stats()["batches"]) == 1  # created once, not paid twice
+    finally:
+        server.stop()
