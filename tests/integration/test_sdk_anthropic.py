@@ -294,3 +294,22 @@ async def test_a_create_whose_answer_is_lost_is_not_sent_twice(tmp_path: Path) -
         assert len(server.emulator.stats()["batches"]) == 1  # created once, not paid twice
     finally:
         server.stop()
+
+
+def test_an_expired_batch_gives_expired_error_lines(tmp_path: Path) -> None:
+    server, options = _faulty(tmp_path, completion_window=0.3, request_latency=0.05)
+    try:
+        requests = [{"custom_id": f"e-{n}", "params": ONE[0]["params"]} for n in range(30)]
+        created = batchyard.create_batch(requests=requests, **options)
+        ended = _wait(lambda: batchyard.retrieve_batch(batch_id=created.id, **options))
+        assert ended.status == "expired" and ended.expired_at is not None
+        assert ended.error_file_id == f"{created.id}:errors"
+        errors = batchyard.file_content(file_id=ended.error_file_id, **options).json_lines()
+        assert errors and {e["error"]["code"] for e in errors} == {"batch_expired"}
+        done = []
+        if ended.output_file_id:
+            done = batchyard.file_content(file_id=ended.output_file_id, **options).json_lines()
+        assert sorted([e["custom_id"] for e in errors] + [d["custom_id"] for d in done]) == \
+            sorted(r["custom_id"] for r in requests)
+    finally:
+        server.stop()
