@@ -10,7 +10,9 @@ nudge) and ``batchyard emulator`` as subprocesses on free ports, then measures, 
 the same call made straight to the emulator:
 
 - ``GET /v1/batches/{id}`` requests/s with N concurrent keep-alive clients (target >= 1000);
-- ``POST /v1/batches`` median and p95 latency with N concurrent clients (target < 20 ms);
+- ``POST /v1/batches`` median, p95 and p99 latency with N concurrent clients (target: median
+  at or below the emulator's in the same run, p99 < 100 ms), and the server CPU per create
+  (user + system of the serving processes, from ``/proc``, divided by the creates);
 - a 200 MB ``POST /v1/files`` (streamed from disk) and the server's peak RSS during it
   (VmHWM after ``clear_refs``; target < 150 MB).
 
@@ -109,6 +111,12 @@ def vm_rss_mb(pid: int) -> float:
         if row.startswith("VmRSS:"):
             return int(row.split()[1]) * 1024 / MB
     raise RuntimeError("no VmRSS")
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a server process and its children (``--workers`` > 1)."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
 def reset_peak(pid: int) -> None:
@@ -276,13 +284,22 @@ def measure(args: argparse.Namespace, api: str, emu: str, api_pid: int, emu_pid:
     report("GET /v1/batches/{id}", ours, theirs, "req/s", ">= 1000 req/s")
 
     per_client = max(10, int(args.seconds * 40))
+    cpu_before = server_cpu(api_pid), server_cpu(emu_pid)
     ours_lat = asyncio.run(create_latency(api, "/v1", api_file, args.clients, per_client))
+    cpu_mid = server_cpu(api_pid), server_cpu(emu_pid)
     theirs_lat = asyncio.run(create_latency(emu, "/v1", emu_file, args.clients, per_client))
+    cpu_after = server_cpu(api_pid), server_cpu(emu_pid)
     med_ours, med_theirs = statistics.median(ours_lat) * 1e3, statistics.median(theirs_lat) * 1e3
-    report("POST /v1/batches median latency", med_ours, med_theirs, "ms", "< 20 ms")
+    report("POST /v1/batches median latency", med_ours, med_theirs, "ms", "<= emulator")
     p95 = statistics.quantiles(ours_lat, n=20)[-1] * 1e3
     p95_emu = statistics.quantiles(theirs_lat, n=20)[-1] * 1e3
     report("POST /v1/batches p95 latency", p95, p95_emu, "ms", "-")
+    p99 = statistics.quantiles(ours_lat, n=100)[-1] * 1e3
+    p99_emu = statistics.quantiles(theirs_lat, n=100)[-1] * 1e3
+    report("POST /v1/batches p99 latency", p99, p99_emu, "ms", "< 100 ms")
+    cpu_ours = (cpu_mid[0] - cpu_before[0]) / len(ours_lat) * 1e3
+    cpu_theirs = (cpu_after[1] - cpu_mid[1]) / len(theirs_lat) * 1e3
+    report("POST /v1/batches server CPU per create", cpu_ours, cpu_theirs, "ms", "-")
     print(f"  ({len(ours_lat)} creates each)")
 
     if args.skip_upload:

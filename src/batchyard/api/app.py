@@ -79,12 +79,12 @@ def create_app(settings: Settings, services: Any | None = None, *,
         if services is not None:
             yield
             return
-        from batchyard.broker.nudge import BackgroundNudger, celery_nudger
+        from batchyard.broker.nudge import BackgroundNudger, build_nudger
         from batchyard.services.container import build_services
 
         # Nudges leave after the response: the committed row is the truth, the sweep
         # re-sends a nudge lost in a crash.
-        nudger = BackgroundNudger(celery_nudger(settings))
+        nudger = BackgroundNudger(build_nudger(settings))
         built = await anyio.to_thread.run_sync(
             functools.partial(build_services, settings, nudge=nudger))
         app.state.services = built

@@ -1,25 +1,112 @@
 """Nudges: Celery messages that say "look at this object", sent by task name.
 
-Services must not import the worker package (it sits above them), so a nudge is sent with
-``send_task`` by name through a small producer-only Celery app on the same broker and
-queues as the workers (both take names and queues from :mod:`batchyard.broker.tasks`).
+Services must not import the worker package (it sits above them), so a nudge is sent by
+name to the same broker and queues as the workers (both take names and queues from
+:mod:`batchyard.broker.tasks`): on Redis as a ready-made Celery message pushed with one
+``LPUSH`` (:class:`RedisNudger`), on the embedded broker with ``send_task`` through a small
+producer-only Celery app.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import logging
+import os
 import queue
+import socket
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import orjson
+import redis
 from celery import Celery
 
 from batchyard.broker.connection import configure_producer
-from batchyard.broker.tasks import task_name, task_queue
+from batchyard.broker.tasks import TASK_QUEUES, task_name, task_queue
 from batchyard.config import Settings
 
 logger = logging.getLogger(__name__)
+
+#: One nudge: (task short name, object id).
+Nudge = tuple[str, str]
+#: Sends several nudges at once (a batch drained from the background queue).
+SendMany = Callable[[Sequence[Nudge]], None]
+
+#: Celery's "embed" part of a protocol-2 body: no callbacks, errbacks, chain or chord.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def build_nudger(settings: Settings) -> Callable[[str, str], None]:
+    """The cheapest nudge function for the deployment's broker."""
+    if RedisNudger.supports(settings):
+        return RedisNudger(settings)
+    return celery_nudger(settings)
+
+
+class RedisNudger:
+    """Nudges on a Redis broker without kombu: a pre-built Celery message, one ``LPUSH``.
+
+    The message is what ``send_task(name, args=[object_id], queue=q)`` puts on Redis (Celery
+    task protocol 2, JSON body, base64 body encoding; kombu's Redis transport pushes it on
+    the list named after the queue, priority 0, default exchange); a real worker consumes it
+    (``tests/integration/test_nudge_publish.py``). Building it and pushing it costs a small
+    fraction of kombu's publish (producer pool, exchange declaration, routing, message
+    object). Several nudges go in one round trip (:meth:`send_many`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._client = redis.Redis.from_url(settings.effective_broker_url)
+        self._queues = {short: task_queue(settings, short) for short in TASK_QUEUES}
+        self._host = socket.gethostname()
+
+    @staticmethod
+    def supports(settings: Settings) -> bool:
+        """Whether the broker is a plain Redis URL (kombu's options stay at their defaults)."""
+        return settings.effective_broker_url.startswith(("redis://", "rediss://"))
+
+    def message(self, task: str, object_id: str) -> tuple[str, bytes]:
+        """The queue and the raw message of one nudge, as kombu would have pushed it."""
+        queue_name = self._queues[task]
+        task_id = str(uuid.uuid4())
+        args_repr = repr([object_id])
+        body = base64.b64encode(orjson.dumps([[object_id], {}, _EMBED])).decode("ascii")
+        message: dict[str, Any] = {
+            "body": body, "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": {
+                "lang": "py", "task": task_name(task), "id": task_id, "shadow": None,
+                "eta": None, "expires": None, "group": None, "group_index": None,
+                "retries": 0, "timelimit": [None, None], "root_id": task_id,
+                "parent_id": None, "argsrepr": args_repr, "kwargsrepr": "{}",
+                "origin": f"gen{os.getpid()}@{self._host}", "ignore_result": None,
+                "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}},
+            "properties": {
+                "correlation_id": task_id, "reply_to": str(uuid.uuid4()),
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue_name},
+                "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+        }
+        return queue_name, orjson.dumps(message)
+
+    def send_many(self, nudges: Sequence[Nudge]) -> None:
+        """Push ``nudges`` in order, in one round trip."""
+        if len(nudges) == 1:
+            self._client.lpush(*self.message(*nudges[0]))
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for task, object_id in nudges:
+            pipe.lpush(*self.message(task, object_id))
+        pipe.execute()
+
+    def __call__(self, task: str, object_id: str) -> None:
+        self.send_many([(task, object_id)])
+        logger.debug("nudge.sent", extra={"task": task, "object_id": object_id})
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
 
 def celery_nudger(settings: Settings) -> Callable[[str, str], None]:
     """A nudge function that sends ``batchyard.<task>(object_id)`` to the right queue."""
@@ -46,17 +133,21 @@ def celery_nudger(settings: Settings) -> Callable[[str, str], None]:
 class BackgroundNudger:
     """A nudge function that returns at once; one daemon thread does the sending.
 
-    For the API: a create's response need not wait for the broker publish (a quarter of
-    the CPU of a ``POST /v1/batches``). Callers queue a nudge only after committing the row
-    it is about, so a nudge still queued when the process dies (or whose publish fails) is
-    lost, never the work: the sweep re-sends it. :meth:`close` (also run at exit) sends
-    what is queued before returning.
+    For the API: a create's response need not wait for the broker publish. Callers queue a
+    nudge only after committing the row it is about, so a nudge still queued when the
+    process dies (or whose publish fails) is lost, never the work: the sweep re-sends it.
+    :meth:`close` (also run at exit) sends what is queued before returning. When ``send``
+    has a ``send_many`` (:class:`RedisNudger`), the thread sends everything queued so far
+    (up to ``max_batch``) in one call.
     """
 
-    def __init__(self, send: Callable[[str, str], None], *, flush_seconds: float = 5.0) -> None:
+    def __init__(self, send: Callable[[str, str], None], *, flush_seconds: float = 5.0,
+                 max_batch: int = 100) -> None:
         self._send = send
+        self._send_many: SendMany | None = getattr(send, "send_many", None)
+        self._max_batch = max_batch
         self._flush_seconds = flush_seconds
-        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Nudge | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -75,12 +166,37 @@ class BackgroundNudger:
                 atexit.register(self.close)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        running = True
+        while running:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    running = False
+                    break
+                batch.append(more)
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[Nudge]) -> None:
+        if self._send_many is not None:
             try:
-                self._send(*item)
+                self._send_many(batch)
+            except Exception:  # lost nudges are recovered by the sweep; keep sending others
+                logger.warning("nudge.failed", exc_info=True, extra={
+                    "task": batch[0][0], "object_id": batch[0][1], "count": len(batch)})
+            return
+        for task, object_id in batch:
+            try:
+                self._send(task, object_id)
             except Exception:  # a lost nudge is recovered by the sweep; keep sending others
                 logger.warning("nudge.failed", exc_info=True,
-                               extra={"task": item[0], "object_id": item[1]})
+                               extra={"task": task, "object_id": object_id})
 
     def close(self) -> None:
         """Send the queued nudges (waiting at most ``flush_seconds``), then stop the thread."""

@@ -1,9 +1,10 @@
 """The batches table: every statement that reads or writes a batch row (status moves are in
 :mod:`batchyard.db.transitions`).
 
-The two hottest calls of the API live here: creating a batch (one statement on PostgreSQL:
-the event row is inserted from the batch insert's RETURNING; two on SQLite, which has no
-data-modifying CTEs) and reading one (a single SELECT on an autocommit connection).
+The two hottest calls of the API live here: creating a batch (one autocommit statement on
+PostgreSQL: the event row is inserted from the batch insert's RETURNING; two in a transaction
+on SQLite, which has no data-modifying CTEs) and reading one (a single SELECT on an
+autocommit connection).
 """
 
 from __future__ import annotations
@@ -109,17 +110,22 @@ def insert_batch(engine: Engine, values: dict[str, Any], *,
     transaction, only if its input file exists, is not deleted, belongs to ``owner`` (None:
     anyone's) and was uploaded for batches. None: nothing was written."""
     params = {**values, "any_owner": owner is None}
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # One statement, one round trip: the event is inserted from the CTE's RETURNING.
+    if engine.dialect.name == "postgresql":
+        # One statement, one round trip: the event is inserted from the CTE's RETURNING, and
+        # the statement is its own transaction (autocommit: no BEGIN and COMMIT round trips;
+        # a single statement is atomic, so both rows are written or neither).
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
             inserted = conn.execute(_insert_batch_and_event(tuple(values)), params).first()
-        else:  # SQLite has no data-modifying CTEs
+    else:
+        with engine.begin() as conn:  # SQLite has no data-modifying CTEs
             inserted = conn.execute(_insert_batch_if_input_ok(tuple(values)), params).first()
             if inserted is not None:
                 conn.execute(_INSERT_EVENT, {"batch_id": values["id"], "part_id": None,
                                              "entity": "batch", "from_status": None,
                                              "to_status": BatchStatus.VALIDATING.value,
-                                             "at": values["updated_at"], "reason": "created"})
+                                             "at": values["updated_at"],
+                                             "reason": "created"})
     if inserted is None:
         return None
     row = {key: value for key, value in values.items() if key != "metadata"}
