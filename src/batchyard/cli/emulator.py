@@ -2,7 +2,7 @@
 :class:`~batchyard.emulator.config.EmulatorConfig` (a new knob there is a new flag here).
 
 Loaded only when the command is used (the emulator imports its web server), see
-:class:`batchyard.cli.group.RootGroup`.
+:class:`batchyard.cli.group.LazyCommand`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from batchyard.cli.group import LAZY_COMMANDS
 from batchyard.emulator.config import MB, EmulatorConfig
 
 #: Older, shorter names kept as aliases (scripts and docs use them).
@@ -22,7 +23,7 @@ ALIASES = {
     "enqueued_token_quota": ("--token-quota",), "azure_fail_fast_quota": ("--fail-fast-quota",),
     "request_failure_rate": ("--failure-rate",), "request_failure_status": ("--failure-status",),
 }
-HELP = "Run the local OpenAI / Azure OpenAI Files + Batches emulator."
+HELP = LAZY_COMMANDS["emulator"][1]
 
 
 def _option(name: str, annotation: Any, default: Any, help_text: str | None

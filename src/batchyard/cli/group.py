@@ -3,10 +3,10 @@ only with ``--debug``) and help without type labels."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from batchyard.cli.common import EXIT_ERROR, EXIT_USAGE, CommandError
 
@@ -73,21 +73,41 @@ def new_app(*, root: bool = False, **kwargs: Any) -> typer.Typer:
                        **kwargs)
 
 
+#: Commands whose module is imported only when they run: name -> (module with a
+#: ``command()`` returning the click command, the one-line help that ``--help`` lists).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("batchyard.cli.emulator",
+                 "Run the local OpenAI / Azure OpenAI Files + Batches emulator."),
+}
+
+
+class LazyCommand(TyperCommand):
+    """Stands in for a lazy command: ``--help`` lists it by its one-line help; running it
+    (or completing its options) imports its module and hands over to the real command."""
+
+    def __init__(self, name: str, module: str, help_text: str) -> None:
+        super().__init__(name, help=help_text)
+        self.module = module
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> Any:
+        import importlib
+
+        command = importlib.import_module(self.module).command()
+        _tidy(command, parent)
+        return command.make_context(info_name, args, parent=parent, **extra)
+
+
 class RootGroup(Group):
     """The ``batchyard`` group: also the commands whose module is imported only when they are
-    used (``emulator`` imports a web server; ``batchyard status`` should not)."""
-
-    #: command name -> module with a ``command()`` returning the click command.
-    LAZY: ClassVar[dict[str, str]] = {"emulator": "batchyard.cli.emulator"}
+    used (``emulator`` imports a web server; ``batchyard status`` and ``--help`` should not)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in self.LAZY if n not in self.commands)]
+        return [*super().list_commands(ctx),
+                *(n for n in LAZY_COMMANDS if n not in self.commands)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name in self.LAZY and cmd_name not in self.commands:
-            import importlib
-
-            command = importlib.import_module(self.LAZY[cmd_name]).command()
-            _tidy(command, ctx)
-            return command
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, help_text = LAZY_COMMANDS[cmd_name]
+            return LazyCommand(cmd_name, module, help_text)
         return super().get_command(ctx, cmd_name)

@@ -3,18 +3,26 @@
 It never creates a database: a command that finds none says where it looked and exits
 non-zero (``up``, ``serve``, ``db upgrade`` and ``demo`` create and migrate one). The schema
 version is checked with one small SELECT, not a migration run.
+
+On the embedded SQLite database, what ``status`` reads (batches, parts, failure groups) comes
+through :mod:`batchyard.db.sqlite_read` (stdlib ``sqlite3``), and the service layer (SQLAlchemy,
+the table models, the deployments) is built only when a command needs more: that import
+alone took longer than the whole ``batchyard status`` should.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from batchyard.cli.common import JsonObject, fail, safe_url, settings
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from batchyard.config import Settings
+    from batchyard.db.migrate import SchemaState
     from batchyard.domain.records import BatchRecord
     from batchyard.domain.reports import FailureGroup, PartSummary
     from batchyard.services.container import Services
@@ -50,6 +58,20 @@ def _nudge_on_first_use(cfg: Settings) -> Callable[[str, str], None]:
     return nudge
 
 
+def _require_file(cfg: Settings, path: Path) -> None:
+    if not path.exists():
+        fail(f"no batchyard database at {path} ({describe_data(cfg)}); start one with "
+             "`batchyard up` (or `batchyard db upgrade`), or point at a server with --url")
+
+
+def _schema_problem(state: SchemaState, where: object) -> NoReturn:
+    from batchyard.db.migrate import SchemaState
+
+    problem = ("has no batchyard schema" if state is SchemaState.MISSING
+               else "has a schema of another batchyard version")
+    fail(f"the database at {where} {problem}; run `batchyard db upgrade`")
+
+
 def open_services(cfg: Settings | None = None) -> Services:
     """The service layer over an existing, up-to-date database (a clear error otherwise)."""
     from batchyard.db.migrate import SchemaState, schema_state
@@ -57,17 +79,13 @@ def open_services(cfg: Settings | None = None) -> Services:
 
     cfg = cfg or settings()
     path = sqlite_path(cfg)
-    if path is not None and not path.exists():
-        fail(f"no batchyard database at {path} ({describe_data(cfg)}); start one with "
-             "`batchyard up` (or `batchyard db upgrade`), or point at a server with --url")
+    if path is not None:
+        _require_file(cfg, path)
     svc = build_services(cfg, nudge=_nudge_on_first_use(cfg))
     state = schema_state(svc.engine)
     if state is not SchemaState.CURRENT:
         svc.close()
-        where = path or safe_url(cfg.effective_database_url)
-        problem = ("has no batchyard schema" if state is SchemaState.MISSING
-                   else "has a schema of another batchyard version")
-        fail(f"the database at {where} {problem}; run `batchyard db upgrade`")
+        _schema_problem(state, path or safe_url(cfg.effective_database_url))
     return svc
 
 
@@ -75,17 +93,29 @@ class LocalBackend:
     """The :class:`~batchyard.cli.backend.Backend` over the local service layer."""
 
     def __init__(self, svc: Services) -> None:
-        self.svc = svc
+        self._svc: Services | None = svc
         self.where = describe_data(svc.settings)
 
     @classmethod
     def open(cls) -> LocalBackend:
-        """Over the database Settings point at (it must exist and be migrated)."""
-        return cls(open_services())
+        """Over the database Settings point at (it must exist and be migrated): the SQLite
+        file through :class:`SqliteBackend`, a database server through the service layer."""
+        cfg = settings()
+        path = sqlite_path(cfg)
+        if path is not None:
+            return SqliteBackend.open_file(cfg, path)
+        return cls(open_services(cfg))
+
+    @property
+    def svc(self) -> Services:
+        """The service layer."""
+        assert self._svc is not None
+        return self._svc
 
     def close(self) -> None:
         """Release connections."""
-        self.svc.close()
+        if self._svc is not None:
+            self._svc.close()
 
     def create_batch(self, path: Path, *, endpoint: str, model: str | None,
                      provider: str | None) -> BatchRecord:
@@ -198,3 +228,71 @@ class LocalBackend:
 
         return [schedule_run_object(r)
                 for r in schedules.list_runs(self.svc, schedule_id, owner=None, limit=limit)]
+
+
+class SqliteBackend(LocalBackend):
+    """The local backend on the embedded SQLite file: ``status``'s reads over ``sqlite3``
+    (:mod:`batchyard.db.sqlite_read`), the service layer built on first use by any other
+    call (writes, results, keys, schedules, costs)."""
+
+    def __init__(self, cfg: Settings, conn: sqlite3.Connection) -> None:
+        self._svc = None
+        self._cfg = cfg
+        self._conn = conn
+        self.where = describe_data(cfg)
+
+    @classmethod
+    def open_file(cls, cfg: Settings, path: Path) -> SqliteBackend:
+        """Over the SQLite file at ``path`` (it must exist and be migrated)."""
+        from batchyard.db import sqlite_read
+        from batchyard.db.migrate import SchemaState
+
+        _require_file(cfg, path)
+        conn = sqlite_read.connect(path)
+        state = sqlite_read.schema_state(conn)
+        if state is not SchemaState.CURRENT:
+            conn.close()
+            _schema_problem(state, path)
+        return cls(cfg, conn)
+
+    @property
+    def svc(self) -> Services:
+        """The service layer, built on first use."""
+        if self._svc is None:
+            self._svc = open_services(self._cfg)
+        return self._svc
+
+    def close(self) -> None:
+        """Release connections."""
+        self._conn.close()
+        super().close()
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        """One batch."""
+        from batchyard.db import sqlite_read
+        from batchyard.errors import NotFoundError
+
+        record = sqlite_read.read_batch(self._conn, batch_id)
+        if record is None:  # the service layer's error, word for word
+            raise NotFoundError(f"No such Batch object: {batch_id}", param="batch_id")
+        return record
+
+    def list_batches(self, limit: int) -> list[BatchRecord]:
+        """Recent batches."""
+        from batchyard.db import sqlite_read
+
+        return sqlite_read.recent_batches(self._conn, limit)
+
+    def parts(self, batch_id: str) -> list[PartSummary]:
+        """The batch's parts."""
+        from batchyard.db import sqlite_read
+
+        self.get_batch(batch_id)
+        return sqlite_read.parts(self._conn, batch_id)
+
+    def failures(self, batch_id: str, examples: int = 3) -> list[FailureGroup]:
+        """Failed requests grouped by code."""
+        from batchyard.db import sqlite_read
+
+        self.get_batch(batch_id)
+        return sqlite_read.failures(self._conn, batch_id, examples)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import SecretStr
 
 from batchyard.cli.common import EXIT_USAGE, fail, safe_url, settings
 
@@ -299,6 +298,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 def settings_env(cfg: Settings) -> dict[str, str]:
     """Environment variables that rebuild ``cfg`` in a child process."""
+    from pydantic import SecretStr
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
     env["BATCHYARD_DATA_DIR"] = str(cfg.data_dir)
     for name in ("database_url", "broker_url", "openai_api_base", "crash_at", "config_file",

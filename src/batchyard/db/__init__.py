@@ -1,3 +1,7 @@
-"""db"""
+"""db: the SQL layer (tables, statements, the engine, migrations).
 
-from batchyard.db import schedules as _schedules  # noqa: F401  registers the schedule tables on Base.metadata
+Importing the package imports nothing else, so the schema check (:mod:`.migrate`) and the
+CLI's SQLite reader (:mod:`.sqlite_read`) do not pay for SQLAlchemy's ORM and every table
+model. The schedule tables register on ``Base.metadata`` when :mod:`.schedules` is imported
+(the Alembic environment imports it).
+"""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batchyard.db.models import BatchRow, FileRow
 from batchyard.domain.pricing import pico_text
 from batchyard.domain.records import (
     BatchCost,
@@ -18,6 +17,9 @@ from batchyard.domain.records import (
     Page,
     RequestCounts,
 )
+
+if TYPE_CHECKING:  # rows are only read by attribute: a Core row labelled alike will do
+    from batchyard.db.models import BatchRow, FileRow
 
 __all__ = ["BatchRecord", "FileRecord", "Page", "batch_record", "file_record"]
 

@@ -14,11 +14,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
-
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
@@ -79,12 +77,23 @@ def head_revisions(versions_dir: Path = VERSIONS_DIR) -> frozenset[str]:
 
 def schema_state(engine: Engine) -> SchemaState:
     """MISSING, BEHIND or CURRENT: one small SELECT on ``alembic_version``."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with engine.connect() as conn:
-            current = {row[0] for row in conn.execute(text("SELECT version_num FROM "
-                                                           "alembic_version"))}
+            current = {row[0] for row in conn.execute(text(VERSIONS_SQL))}
     except DBAPIError:
         return SchemaState.MISSING
+    return state_of(current)
+
+
+#: The statement behind :func:`schema_state` (also run by the CLI's SQLite reader).
+VERSIONS_SQL = "SELECT version_num FROM alembic_version"
+
+
+def state_of(current: set[str]) -> SchemaState:
+    """How the revisions recorded in ``alembic_version`` compare with this package's heads."""
     if not current:
         return SchemaState.MISSING
     return SchemaState.CURRENT if current == head_revisions() else SchemaState.BEHIND

@@ -4,7 +4,12 @@ failed requests grouped by error code. Built by services (from SQL) or by a remo
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
+
+from batchyard.domain.lifecycle import POLL_PART_STATUSES
 
 
 class _Record(BaseModel):
@@ -58,3 +63,38 @@ class ResultPreview(_Record):
     attempt: int = 1
     answer: str = ""
     error_code: str | None = None
+
+
+# Built from rows read by attribute (SQLAlchemy Core rows, or the CLI's sqlite3 rows), so
+# the service layer and the CLI's SQLite reader make the same records.
+
+def part_error(provider_errors: dict[str, Any] | None, last_error: str | None) -> str | None:
+    """A failed part's reason: the provider's first error (code: message), else our last."""
+    errors = (provider_errors or {}).get("data") or []
+    if errors:
+        first = errors[0]
+        return f"{first.get('code') or 'error'}: {first.get('message') or ''}".strip()
+    return last_error
+
+
+def part_summary(row: Any, ingested: Mapping[str, tuple[int, int]]) -> PartSummary:
+    """The summary of a part row (the columns of ``db.reports.part_rows``), with its counts:
+    the provider's live ones while it runs the part, else the ingested results
+    (``ingested``: part id -> (succeeded, failed) result rows)."""
+    completed, failed = ingested.get(row.id, (0, 0))
+    if row.status in POLL_PART_STATUSES:
+        completed, failed = row.provider_completed or 0, row.provider_failed or 0
+    return PartSummary(id=row.id, seq=row.seq, attempt=row.attempt, deployment=row.deployment,
+                       status=row.status, request_count=row.request_count or 0,
+                       provider_batch_id=row.provider_batch_id,
+                       provider_status=row.provider_status,
+                       provider_done=row.provider_done or 0, completed=completed,
+                       failed=failed, error=part_error(row.provider_errors, row.last_error))
+
+
+def failure_group(code: str, count: int, examples: Iterable[Any]) -> FailureGroup:
+    """A group of failed requests from its code, its size and example rows (custom_id,
+    line_no, status_code, error_message)."""
+    return FailureGroup(code=code, count=count, examples=tuple(
+        FailureExample(custom_id=r.custom_id, line=r.line_no, status_code=r.status_code,
+                       message=r.error_message) for r in examples))

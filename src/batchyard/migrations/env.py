@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from batchyard.config import Settings
+from batchyard.db import schedules as _schedules  # noqa: F401  registers the schedule tables
 from batchyard.db.engine import is_sqlite, make_engine
 from batchyard.db.models import Base
 

@@ -4,26 +4,22 @@ its result lines in input order. Read-only; every statement lives in ``db/``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from batchyard.db.engine import readonly_engine
 from batchyard.db.reports import failure_counts, failure_examples, ingested_counts, part_rows
 from batchyard.db.results import iter_batch_results
-from batchyard.domain.lifecycle import POLL_PART_STATUSES
-from batchyard.domain.reports import FailureExample, FailureGroup, PartSummary, ResultPreview
+from batchyard.domain.reports import (
+    FailureGroup,
+    PartSummary,
+    ResultPreview,
+    failure_group,
+    part_summary,
+)
 from batchyard.services.batches import get_batch
 from batchyard.services.container import Services
 from batchyard.services.render import render_row
-
-
-def _part_error(row: Any) -> str | None:
-    errors = (row.provider_errors or {}).get("data") or []
-    if errors:
-        first = errors[0]
-        return f"{first.get('code') or 'error'}: {first.get('message') or ''}".strip()
-    return row.last_error
 
 
 def list_parts(svc: Services, batch_id: str, *, owner: str | None) -> list[PartSummary]:
@@ -33,17 +29,7 @@ def list_parts(svc: Services, batch_id: str, *, owner: str | None) -> list[PartS
     with svc.sessions() as session:
         rows = part_rows(session, batch_id)
         ingested = ingested_counts(session, batch_id)
-    out = []
-    for r in rows:
-        completed, failed = ingested.get(r.id, (0, 0))
-        if r.status in POLL_PART_STATUSES:
-            completed, failed = r.provider_completed or 0, r.provider_failed or 0
-        out.append(PartSummary(
-            id=r.id, seq=r.seq, attempt=r.attempt, deployment=r.deployment, status=r.status,
-            request_count=r.request_count or 0, provider_batch_id=r.provider_batch_id,
-            provider_status=r.provider_status, provider_done=r.provider_done or 0,
-            completed=completed, failed=failed, error=_part_error(r)))
-    return out
+    return [part_summary(r, ingested) for r in rows]
 
 
 def failure_groups(svc: Services, batch_id: str, *, owner: str | None,
@@ -52,14 +38,9 @@ def failure_groups(svc: Services, batch_id: str, *, owner: str | None,
     first ``examples`` of them in input order."""
     get_batch(svc, batch_id, owner=owner)
     with svc.sessions() as session:
-        groups = []
-        for group in failure_counts(session, batch_id):
-            samples = tuple(
-                FailureExample(custom_id=r.custom_id, line=r.line_no, status_code=r.status_code,
-                               message=r.error_message)
-                for r in failure_examples(session, batch_id, group.code, examples))
-            groups.append(FailureGroup(code=group.code, count=group.n, examples=samples))
-    return groups
+        return [failure_group(group.code, group.n,
+                              failure_examples(session, batch_id, group.code, examples))
+                for group in failure_counts(session, batch_id)]
 
 
 def iter_result_lines(svc: Services, batch_id: str, *, owner: str | None,
