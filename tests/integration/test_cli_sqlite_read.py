@@ -59,11 +59,18 @@ def test_status_reads_the_same_records_as_the_service_layer(
             assert light.parts(batch_id) == full.parts(batch_id)
             assert light.failures(batch_id) == full.failures(batch_id)
             assert light.failures(batch_id, examples=1) == full.failures(batch_id, examples=1)
+            for failed_only in (False, True):
+                assert list(light.result_lines(batch_id, failed_only=failed_only)) == list(
+                    full.result_lines(batch_id, failed_only=failed_only))
+            assert light.request_costs(batch_id) == full.request_costs(batch_id)
         mixed, _, rejected = batch_ids
         assert light.get_batch(mixed).metadata == {"team": "search"}
         assert sum(g.count for g in light.failures(mixed)) == 3
         assert len(light.failures(mixed)) >= 1
         assert light.get_batch(rejected).errors is not None
+        assert len(list(light.result_lines(mixed, failed_only=True))) == 3
+        assert len(list(light.result_lines(mixed, failed_only=False))) == 5
+        assert [c["cost"] for c in light.request_costs(mixed)["data"]].count(None) < 5
         assert light._svc is None  # nothing above needed the service layer
     finally:
         light.close()
@@ -116,14 +123,17 @@ finally:
 """
 
 
-@pytest.mark.parametrize("args", [["status"], ["status", "BATCH"], ["status", "BATCH", "--json"],
-                                  ["status", "batch_nope"], ["--version"], ["--help"]])
+@pytest.mark.parametrize("args", [
+    ["status"], ["status", "BATCH"], ["status", "BATCH", "--json"], ["status", "batch_nope"],
+    ["results", "BATCH"], ["results", "BATCH", "--failed-only", "-o", "OUT.csv"],
+    ["--version"], ["--help"]])
 def test_read_commands_import_only_what_they_need(
         driver: InlineDriver, batch_ids: list[str], tmp_path: Path, args: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
     env["BATCHYARD_DATA_DIR"] = str(driver.svc.settings.data_dir)
     listing = tmp_path / "modules.txt"
-    argv = [batch_ids[0] if a == "BATCH" else a for a in args]
+    argv = [{"BATCH": batch_ids[0], "OUT.csv": str(tmp_path / "out.csv")}.get(a, a)
+            for a in args]
     done = subprocess.run([sys.executable, "-c", _RUN_AND_LIST_MODULES, str(listing), *argv],
                           env=env, capture_output=True, text=True, check=False)
     assert done.returncode == (1 if "batch_nope" in argv else 0), done.stderr

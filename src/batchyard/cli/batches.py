@@ -15,6 +15,8 @@ from batchyard.cli.backend import open_backend
 from batchyard.cli.common import EXIT_INTERRUPTED, ApiKeyOption, UrlOption, fail
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from batchyard.cli.backend import Backend
     from batchyard.domain.records import BatchRecord
 
@@ -133,11 +135,8 @@ def status(batch: Annotated[str | None, typer.Argument(
            limit: Annotated[int, typer.Option(help="How many recent batches.")] = 20,
            url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Show recent batches, or one batch with its progress, parts and failure reasons."""
-    from rich.console import Console
-
     from batchyard.cli import render
 
-    console = Console()
     with open_backend(url, api_key) as backend:
         if batch is None:
             records = backend.list_batches(limit)
@@ -146,7 +145,7 @@ def status(batch: Annotated[str | None, typer.Argument(
                                    "data": [render.batch_json(r) for r in records]}))
                 return
             _note(f"using {backend.where}")
-            console.print(render.batches_table(records))
+            _console().print(render.batches_table(records))
             return
         if wait:
             raise typer.Exit(_follow_and_report(backend, batch))
@@ -155,11 +154,18 @@ def status(batch: Annotated[str | None, typer.Argument(
     if as_json:
         typer.echo(_dumps(render.batch_json(record, parts, failures)))
         return
+    console = _console()
     console.print(render.batches_table([record]))
     console.print(render.progress_line(record), highlight=False)
     if parts:
         console.print(render.parts_table(parts))
     render.print_reasons(console, record, failures, parts)
+
+
+def _console() -> Console:
+    from rich.console import Console  # not for --json: rich is a large import
+
+    return Console()
 
 
 def _dumps(data: Any) -> str:

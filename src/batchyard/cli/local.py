@@ -231,9 +231,9 @@ class LocalBackend:
 
 
 class SqliteBackend(LocalBackend):
-    """The local backend on the embedded SQLite file: ``status``'s reads over ``sqlite3``
-    (:mod:`batchyard.db.sqlite_read`), the service layer built on first use by any other
-    call (writes, results, keys, schedules, costs)."""
+    """The local backend on the embedded SQLite file: what ``status`` and ``results`` read,
+    over ``sqlite3`` (:mod:`batchyard.db.sqlite_read`); the service layer is built on first
+    use by any other call (writes, keys, schedules, cost reports)."""
 
     def __init__(self, cfg: Settings, conn: sqlite3.Connection) -> None:
         self._svc = None
@@ -296,3 +296,18 @@ class SqliteBackend(LocalBackend):
 
         self.get_batch(batch_id)
         return sqlite_read.failures(self._conn, batch_id, examples)
+
+    def result_lines(self, batch_id: str, *, failed_only: bool) -> Iterator[bytes]:
+        """Result lines in input order."""
+        from batchyard.db import sqlite_read
+
+        self.get_batch(batch_id)
+        return sqlite_read.result_lines(self._conn, batch_id, failed_only=failed_only)
+
+    def request_costs(self, batch_id: str) -> JsonObject:
+        """Each request's cost in a batch."""
+        from batchyard.db import sqlite_read
+        from batchyard.domain.pricing import request_costs_object
+
+        self.get_batch(batch_id)
+        return request_costs_object(batch_id, sqlite_read.request_costs(self._conn, batch_id))

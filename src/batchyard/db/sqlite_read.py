@@ -2,18 +2,21 @@
 driver: importing SQLAlchemy and the table models costs more than a ``batchyard status``
 should take in all.
 
-Only what ``status`` reads lives here: the schema version, batches (newest first, or one),
-a batch's parts, and its failed requests grouped by error code. Each statement is the one
-the service layer issues for the same answer (``db.batches``, ``db.reports``, ``db.migrate``),
-and rows go through the same converters (:func:`~batchyard.db.convert.batch_record`,
-:func:`~batchyard.domain.reports.part_summary`), so the records are equal; a test compares
-both paths on one database. Everything else (writes, results, costs) uses the service layer.
+Only what ``status`` and ``results`` read lives here: the schema version, batches (newest
+first, or one), a batch's parts, its failed requests grouped by error code, its result lines
+and each request's cost. Each statement is the one the service layer issues for the same
+answer (``db.batches``, ``db.reports``, ``db.results``, ``db.costs``, ``db.migrate``), and
+rows go through the same converters (:func:`~batchyard.db.convert.batch_record`,
+:func:`~batchyard.domain.reports.part_summary`, ``render_result_line``, ...), so the answers
+are equal; a test compares both paths on one database. Everything else uses the service layer.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -103,3 +106,39 @@ def failures(conn: sqlite3.Connection, batch_id: str, examples: int) -> list[Fai
         conn, "results", "SELECT custom_id, line_no, status_code, error_message FROM results "
         "WHERE batch_id = ? AND ok IS 0 AND coalesce(error_code, '') = ? "
         "ORDER BY line_no LIMIT ?", (batch_id, code, examples))) for code, n in groups]
+
+
+def request_costs(conn: sqlite3.Connection, batch_id: str) -> list[tuple[Any, ...]]:
+    """(custom_id, cost_pico, currency, price_source, unpriced_reason) of a batch's results."""
+    return conn.execute("SELECT custom_id, cost_pico, cost_currency, price_source, "
+                        "unpriced_reason FROM results WHERE batch_id = ?", (batch_id,)).fetchall()
+
+
+def result_lines(conn: sqlite3.Connection, batch_id: str, *, failed_only: bool,
+                 page_rows: int = 5_000) -> Iterator[bytes]:
+    """The batch's OpenAI-shaped result lines in input order (only the failed ones with
+    ``failed_only``), page by page in one read transaction, as ``db.results`` renders them."""
+    from batchyard.domain.jsonl import render_result_line  # only ``results`` renders lines
+
+    sql = ("SELECT batch_id, custom_id, line_no, status_code, provider_request_id, "
+           "response_body, error_code, error_message FROM results "
+           "WHERE batch_id = ? AND line_no > ?" + (" AND ok IS 0" if failed_only else "")
+           + " ORDER BY line_no LIMIT ?")
+    conn.execute("BEGIN")
+    try:
+        last_line = -1
+        while True:
+            rows = conn.execute(sql, (batch_id, last_line, page_rows)).fetchall()
+            if not rows:
+                return
+            for (bid, custom_id, _line, status_code, request_id, body, error_code,
+                 error_message) in rows:
+                yield render_result_line(
+                    batch_id=bid, custom_id=custom_id, status_code=status_code,
+                    request_id=request_id,
+                    body=body.encode("utf-8") if body is not None else None,
+                    error_code=error_code, error_message=error_message)
+            last_line = rows[-1][2]
+    finally:
+        with suppress(sqlite3.ProgrammingError):  # the connection may be closed by now
+            conn.execute("ROLLBACK")

@@ -14,7 +14,7 @@ is bounded by the request's ``max_completion_tokens`` / ``max_output_tokens`` /
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -114,6 +114,15 @@ def pico_text(pico: int | None) -> str:
     digits = f"{frac:012d}".rstrip("0")
     sign = "-" if pico < 0 else ""
     return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+
+
+def request_costs_object(batch_id: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    """The JSON of each request's cost in a batch, from (custom_id, cost_pico, currency,
+    price_source, unpriced_reason) rows."""
+    return {"object": "list", "batch_id": batch_id, "data": [
+        {"custom_id": cid, "cost": None if pico is None else f"{from_pico(pico):f}",
+         "currency": currency, "price_source": source, "unpriced_reason": reason}
+        for cid, pico, currency, source, reason in rows]}
 
 
 def usd(amount: Decimal, places: int = 6) -> str:

@@ -36,6 +36,7 @@ from batchyard.domain.pricing import (
     request_cost_pico,
     to_pico,
 )
+from batchyard.domain.pricing import request_costs_object as request_costs_object_of
 from batchyard.errors import InvalidInputError, NotFoundError
 from batchyard.services.container import Services
 from batchyard.services.prices import PriceBook
@@ -421,10 +422,7 @@ def request_costs_object(svc: Services, batch_id: str) -> dict[str, Any]:
         if session.get(BatchRow, batch_id) is None:
             raise NotFoundError(f"No such Batch object: {batch_id}", param="batch_id")
         rows = cost_db.request_costs(session, batch_id)
-    return {"object": "list", "batch_id": batch_id, "data": [
-        {"custom_id": cid, "cost": None if pico is None else f"{from_pico(pico):f}",
-         "currency": currency, "price_source": source, "unpriced_reason": reason}
-        for cid, pico, currency, source, reason in rows]}
+    return request_costs_object_of(batch_id, rows)
 
 
 def parse_time(value: str | None, name: str) -> int | None:
