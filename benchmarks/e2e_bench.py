@@ -5,16 +5,22 @@
     .venv/bin/python benchmarks/e2e_bench.py --requests 20000
 
 Starts the emulator at full speed (no artificial delays) on a free port, a fresh PostgreSQL
-database and its own Redis queues (or the embedded default), one ``batchyard worker --beat``
-process, submits one JSONL of N chat requests (split into parts of 50,000), and waits for
-the batch to complete. Prints the wall time, the result rows in SQL and the time per phase
-(from the events table).
+database and its own Redis queues (or the embedded default), ``--workers`` worker processes
+(default 2, one per core; the first runs beat; ``--concurrency`` threads each), submits one
+JSONL of N chat requests (split into parts of 50,000), and waits for the batch to complete.
+Prints the wall time, the result rows in SQL, the time per phase (from the events table),
+the load average and the worker processes' CPU time.
+
+Configuration used (settings any deployment may set, not benchmark-only code paths): poll
+interval 0.5-2 s and beat tick 0.5 s, and ``first_poll_seconds`` 1 s (``--first-poll``;
+default 5 s), i.e. ``BATCHYARD_PIPELINE__FIRST_POLL_SECONDS=1`` and friends.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
@@ -53,7 +59,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--embedded", action="store_true")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--first-poll", type=float, default=1.0,
+                        help="seconds to a new provider batch's first poll")
     args = parser.parse_args()
     data = make_input(args.requests)
     emu_cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, cancel_grace=0.0)
@@ -64,16 +73,19 @@ def main() -> None:
             url, dbname = fresh_pg()
             broker = "redis://127.0.0.1:6379/0"
         pipeline = PipelineSettings(poll_min_seconds=0.5, poll_max_seconds=2.0, tick_seconds=0.5,
-                                    stale_seconds=120.0, queue=f"bench{uuid.uuid4().hex[:6]}")
+                                    stale_seconds=120.0, first_poll_seconds=args.first_poll,
+                                    queue=f"bench{uuid.uuid4().hex[:6]}")
         settings = Settings(data_dir=Path(tmp), database_url=url, broker_url=broker,
                             openai_api_key=SecretStr("sk-bench"),
                             openai_api_base=f"{emulator.base_url}/v1", pipeline=pipeline)
         migrate.upgrade(settings.effective_database_url)
         svc = build_services(settings)
-        worker = start_worker_process(settings_env(settings), concurrency=args.concurrency,
-                                      beat=True, log=Path(tmp) / "worker.log")
+        workers = [start_worker_process(settings_env(settings), concurrency=args.concurrency,
+                                        beat=n == 0, log=Path(tmp) / f"worker{n}.log")
+                   for n in range(max(1, args.workers))]
         try:
-            time.sleep(2.0)  # worker start-up is not part of the figure
+            time.sleep(3.0)  # worker start-up is not part of the figure
+            load, cpu0 = os.getloadavg()[0], [_cpu_seconds(w.pid) for w in workers]
             start = time.perf_counter()
             record = files.create_file(svc, owner=None, filename="bench.jsonl", purpose="batch",
                                        stream=io.BytesIO(data))
@@ -83,12 +95,25 @@ def main() -> None:
                     "completed", "failed", "cancelled", "expired"):
                 time.sleep(0.2)
             wall = time.perf_counter() - start
+            cpu = [_cpu_seconds(w.pid) - c for w, c in zip(workers, cpu0, strict=True)]
             report(svc.engine, batch.id, current, wall, args, len(data), emulator)
+            print(f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+                  f"worker CPU {' + '.join(f'{c:.1f}' for c in cpu)} s")
         finally:
-            stop_process(worker)
+            for worker in workers:
+                stop_process(worker)
             svc.close()
     if dbname:
         drop_pg(dbname)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its waited-for children (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def report(engine: sa.Engine, batch_id: str, batch: object, wall: float,
@@ -108,9 +133,33 @@ def report(engine: sa.Engine, batch_id: str, batch: object, wall: float,
     print(f"status {getattr(batch, 'status', '?')}: {rows:,} result rows ({ok:,} ok) "
           f"in {wall:.1f} s wall = {rows / wall:,.0f} requests/s end to end")
     t0 = events[0][2] if events else 0.0
+    at: dict[tuple[str, str], tuple[float, float]] = {}
     for entity, status, first, last in events:
+        at[(entity, status)] = (first - t0, last - t0)
         print(f"  {entity:5} -> {status:<11} first at +{first - t0:6.1f} s, last at "
               f"+{last - t0:6.1f} s")
+    print("phases: " + "; ".join(_phases(at)))
+
+
+def _phases(at: dict[tuple[str, str], tuple[float, float]]) -> list[str]:
+    """Per-phase spans from the events: (start event, end event) first/last times."""
+    def span(name: str, start: tuple[str, str, int], end: tuple[str, str, int]) -> str | None:
+        if (start[0], start[1]) not in at or (end[0], end[1]) not in at:
+            return None
+        a, b = at[(start[0], start[1])][start[2]], at[(end[0], end[1])][end[2]]
+        return f"{name} {b - a:.1f} s"
+    spans = [
+        span("prepare (validate + split)", ("batch", "validating", 0),
+             ("batch", "in_progress", 0)),
+        span("upload + create (split done to last submitted)", ("batch", "in_progress", 0),
+             ("part", "submitted", 1)),
+        span("provider (last submitted to last ingest start)", ("part", "submitted", 1),
+             ("part", "ingesting", 1)),
+        span("ingest (first ingest start to last ingested)", ("part", "ingesting", 0),
+             ("part", "ingested", 1)),
+        span("finalize", ("part", "ingested", 1), ("batch", "completed", 1)),
+    ]
+    return [s for s in spans if s]
 
 
 if __name__ == "__main__":
