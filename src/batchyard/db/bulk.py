@@ -28,6 +28,16 @@ def copy_rows(connection: Connection, table: str, columns: Sequence[str],
             cp.write_row(tuple(row[c] for c in columns))
 
 
+def copy_tuples(connection: Connection, table: str, columns: Sequence[str],
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    """Like :func:`copy_rows` for rows already given as tuples in ``columns`` order."""
+    raw: Any = connection.connection.driver_connection
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+        write = cp.write_row
+        for row in rows:
+            write(row)
+
+
 def insert_requests(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert request rows (one per input line) in bulk."""
     if not rows:

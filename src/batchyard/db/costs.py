@@ -1,8 +1,9 @@
 """Cost sums in SQL: per batch (stored on the batch row), per key, and grouped reports.
 
 Every amount is integer pico-dollars (10^-12 USD), so sums are exact in every engine.
-A batch's stored totals are recomputed from its result rows (never incremented), so
-ingesting the same output twice, or after a crash, cannot count anything twice.
+A batch's stored totals are recomputed (never incremented) from its parts' sums, which
+ingest recomputes from the part's whole output file, so ingesting the same output twice, or
+after a crash, cannot count anything twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from batchyard.db.models import ApiKeyRow, BatchRow, PartRow, ResultRow
+from batchyard.db.results import part_totals_sum
 from batchyard.db.schedules import ScheduleRunRow
 from batchyard.domain.pricing import from_pico
 
@@ -34,16 +36,27 @@ _UNPRICED = func.count(ResultRow.unpriced_reason)
 
 
 def refresh_batch_totals(session: Session, batch_id: str) -> None:
-    """Set the batch's cost, priced/unpriced counts and token totals from its result rows."""
-    totals = select(
-        func.coalesce(func.sum(ResultRow.cost_pico), 0),
-        func.count(ResultRow.cost_pico), _UNPRICED,
-        func.coalesce(func.sum(ResultRow.input_tokens), 0),
-        func.coalesce(func.sum(ResultRow.output_tokens), 0),
-        func.coalesce(func.sum(ResultRow.cached_tokens), 0),
-    ).where(ResultRow.batch_id == batch_id)
-    cost, priced, unpriced, inp, out, cached = (int(v or 0) for v in
-                                               session.execute(totals).one())
+    """Set the batch's cost, priced/unpriced counts and token totals from its parts' sums
+    (or, for batches with parts older than those sums, from its result rows).
+
+    The batch row is locked first, so two parts ending together cannot write their sums in
+    the wrong order (the later sum always sees the other part's committed rows)."""
+    session.execute(select(BatchRow.id).where(BatchRow.id == batch_id).with_for_update())
+    fast = part_totals_sum(session, batch_id)
+    if fast is not None:
+        cost, priced, unpriced, inp, out, cached = (
+            fast[k] for k in ("cost_pico", "priced", "unpriced", "input_tokens",
+                              "output_tokens", "cached_tokens"))
+    else:
+        totals = select(
+            func.coalesce(func.sum(ResultRow.cost_pico), 0),
+            func.count(ResultRow.cost_pico), _UNPRICED,
+            func.coalesce(func.sum(ResultRow.input_tokens), 0),
+            func.coalesce(func.sum(ResultRow.output_tokens), 0),
+            func.coalesce(func.sum(ResultRow.cached_tokens), 0),
+        ).where(ResultRow.batch_id == batch_id)
+        cost, priced, unpriced, inp, out, cached = (int(v or 0) for v in
+                                                   session.execute(totals).one())
     session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
         cost_pico=cost, priced_requests=priced, unpriced_requests=unpriced,
         input_tokens=inp, output_tokens=out, cached_tokens=cached, cost_currency="USD"))

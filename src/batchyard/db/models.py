@@ -33,6 +33,11 @@ NAMING = {
 }
 
 
+#: The sums kept per part in ``PartRow.result_totals``.
+TOTAL_KEYS = ("completed", "failed", "input_tokens", "output_tokens", "cached_tokens",
+              "cost_pico", "priced", "unpriced", "output_bytes", "error_bytes")
+
+
 class Base(DeclarativeBase):
     """Declarative base; ``Base.metadata`` is what Alembic targets."""
 
@@ -196,6 +201,11 @@ class PartRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     #: Estimated cost of the part's requests in pico-dollars (null: unpriced model).
     estimate_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: Sums over the part's result rows (see ``db.results.TOTAL_KEYS``), set at ingest and
+    #: raised by the final error rows written for its unanswered requests; null for parts
+    #: created before it existed (their batch sums result rows instead).
+    result_totals: Mapped[dict[str, int] | None] = mapped_column(
+        JSON, nullable=True, default=lambda: dict.fromkeys(TOTAL_KEYS, 0))
 
 
 class RequestRow(Base):

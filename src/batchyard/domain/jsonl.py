@@ -33,6 +33,7 @@ from batchyard.domain.outputs import (
     OutputLine,
     iter_output_lines,
     render_result_line,
+    rendered_line_length,
     result_line_id,
 )
 from batchyard.errors import JsonlError
@@ -51,6 +52,7 @@ __all__ = [
     "iter_request_lines",
     "normalize_endpoint",
     "render_result_line",
+    "rendered_line_length",
     "result_line_id",
     "rewrite_model",
     "split_into_parts",

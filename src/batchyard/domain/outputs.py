@@ -156,6 +156,29 @@ def result_line_id(batch_id: str, custom_id: str) -> str:
     return f"batch_req_{digest[:32]}"
 
 
+#: Bytes of a rendered line around its variable parts: ``{"id":"batch_req_<32 hex>",
+#: "custom_id":`` ... ``,"response":{"status_code":`` ... ``,"request_id":`` ... ``,"body":``
+#: ... ``},"error":null}`` and the newline.
+_RENDERED_FIXED = (len(b'{"id":"batch_req_') + 32 + len(b'","custom_id":')
+                   + len(b',"response":{"status_code":') + len(b',"request_id":')
+                   + len(b',"body":') + len(b'},"error":null}') + 1)
+
+
+def rendered_line_length(*, batch_id: str, custom_id: str, status_code: int | None,
+                         request_id: str | None = None, body: bytes | None = None,
+                         error_code: str | None = None,
+                         error_message: str | None = None) -> int:
+    """``len(render_result_line(...))`` without rendering: no hash, no re-serialisation of
+    the body (ingest stores this length for every row)."""
+    if status_code is None or type(status_code) is not int:
+        return len(render_result_line(batch_id=batch_id, custom_id=custom_id,
+                                      status_code=status_code, request_id=request_id,
+                                      body=body, error_code=error_code,
+                                      error_message=error_message))
+    return (_RENDERED_FIXED + len(orjson.dumps(custom_id)) + len(str(status_code))
+            + len(orjson.dumps(request_id)) + (len(body) if body else 2))
+
+
 def render_result_line(*, batch_id: str, custom_id: str, status_code: int | None,
                        request_id: str | None = None, body: bytes | None = None,
                        error_code: str | None = None,

@@ -79,26 +79,26 @@ class RowPricer:
 
     def fill(self, row: dict[str, Any], line: OutputLine) -> None:
         """Set the cost columns of ``row``, the result row of ``line``."""
+        (row["model"], row["cost_pico"], row["cost_currency"], row["price_source"],
+         row["unpriced_reason"]) = self.values(line)
+
+    def values(self, line: OutputLine) -> tuple[str | None, int | None, str | None,
+                                                str | None, str | None]:
+        """(model, cost_pico, cost_currency, price_source, unpriced_reason) of ``line``."""
         inp, out = line.input_tokens, line.output_tokens
-        row["model"] = line.model
         if not line.ok and not (inp or out):
             # An error without usage is not billed: neither priced nor unpriced.
-            row["cost_pico"] = row["cost_currency"] = row["price_source"] = None
-            row["unpriced_reason"] = None
-            return
+            return line.model, None, None, None, None
         price, currency, source = self._entry(line.model)
-        row["cost_currency"] = currency
         if price is None:
-            row["cost_pico"] = row["price_source"] = None
-            row["unpriced_reason"] = source
-            return
-        row["price_source"], row["unpriced_reason"] = source, None
+            return line.model, None, currency, None, source
         rates = price.pico_rates
         if rates is None or price.tiers:
-            row["cost_pico"] = request_cost_pico(price, inp, out, line.cached_tokens)
+            cost = request_cost_pico(price, inp, out, line.cached_tokens)
         else:
             cached = min(line.cached_tokens, inp)
-            row["cost_pico"] = (inp - cached) * rates[0] + cached * rates[1] + out * rates[2]
+            cost = (inp - cached) * rates[0] + cached * rates[1] + out * rates[2]
+        return line.model, cost, currency, source, None
 
     def columns(self, line: OutputLine) -> dict[str, Any]:
         """The cost columns of a result row for ``line``."""

@@ -1,8 +1,10 @@
 """finalize: once no part is live, settle the public batch from our own rows.
 
-Counts and token totals are SQL aggregates over the result rows; the output and error files
-are FileRows (kind output/error) whose bytes are rendered from the result rows on demand, so
-results outlive the provider's retention. Safe to run twice (stable file ids, CAS status).
+Counts, token and cost totals and the result files' sizes are sums over the parts' sums
+(kept at ingest, see ``db.results.part_totals_sum``), not a scan of the result rows; for
+batches with parts older than those sums, SQL aggregates over the result rows. The output
+and error files are FileRows (kind output/error) whose bytes are rendered from the result
+rows on demand, so results outlive the provider's retention. Safe to run twice (stable file ids, CAS status).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from batchyard.db import batches, files, parts, results
+from batchyard.db.costs import refresh_batch_totals
 from batchyard.db.models import BatchRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.lifecycle import (
@@ -46,14 +49,18 @@ def finalize_batch(svc: Services, batch_id: str) -> str | None:
         status = _final_status(session, batch)
         if status not in TERMINAL_BATCH_STATUSES:
             return None
-        if status != BatchStatus.FAILED:
+        total = batch.total or parts.count_requests(session, batch_id)
+        summed = results.part_totals_sum(session, batch_id)
+        # Every request answered (the parts' sums say so): no scan for unanswered ones.
+        complete = summed is not None and summed["completed"] + summed["failed"] == total
+        if status != BatchStatus.FAILED and not complete:
             results.close_missing(session, batch_id, None,
                                   _UNANSWERED_CODE.get(status, "no_result"),
                                   f"the batch was {status} first")
         current = batch.status
     with svc.sessions.begin() as session:
-        values: dict[str, Any] = {**results.result_totals(session, batch_id),
-                                  "total": parts.count_requests(session, batch_id)}
+        refresh_batch_totals(session, batch_id)  # cost and tokens, as the counts below
+        values: dict[str, Any] = {**results.result_totals(session, batch_id), "total": total}
         values.update(_result_files(session, batch_id, values))
         if status == BatchStatus.FAILED:
             values["errors"] = {"object": "list",

@@ -17,10 +17,10 @@ from typing import IO, Any
 
 from batchyard.db import batches, parts
 from batchyard.db.costs import refresh_batch_totals
-from batchyard.db.models import BatchRow, PartRow
-from batchyard.db.results import upsert_results
+from batchyard.db.models import TOTAL_KEYS, BatchRow, PartRow
+from batchyard.db.results import RESULT_WRITE_COLUMNS, row_totals, set_part_totals, write_results
 from batchyard.db.transitions import claim_part, transition_part
-from batchyard.domain.jsonl import OutputLine, iter_output_lines, render_result_line
+from batchyard.domain.jsonl import OutputLine, iter_output_lines, rendered_line_length
 from batchyard.domain.lifecycle import PartStatus, part_status_after_ingest
 from batchyard.errors import ProviderNotFoundError
 from batchyard.metrics.counters import count_rows
@@ -60,8 +60,10 @@ def ingest_part(svc: Services, part_id: str) -> int:
     if outcome == PartStatus.FAILED:
         _fail_validation(svc, part)
         return 0
-    written = _ingest_files(svc, part, batch)
-    # Recomputed from the rows (not incremented): a second ingest cannot count twice.
+    written, totals = _ingest_files(svc, part, batch)
+    # Recomputed from the whole output (not incremented): a second ingest cannot count twice.
+    with svc.sessions.begin() as session:
+        set_part_totals(session, part.id, totals)
     with svc.sessions.begin() as session:
         refresh_batch_totals(session, part.batch_id)
         over = over_cap_after_ingest(session, batch)
@@ -99,22 +101,24 @@ def _finish(svc: Services, part: PartRow, follow_up: tuple[list[str], bool]) -> 
         svc.nudge("finalize", part.batch_id)
 
 
-def _ingest_files(svc: Services, part: PartRow, batch: BatchRow) -> int:
-    written = 0
+def _ingest_files(svc: Services, part: PartRow, batch: BatchRow
+                  ) -> tuple[int, dict[str, int]]:
+    written, totals = 0, dict.fromkeys(TOTAL_KEYS, 0)
     for file_id in (part.provider_output_file_id, part.provider_error_file_id):
         if not file_id:
             continue
         try:
-            written += _ingest_file(svc, part, batch, file_id)
+            written += _ingest_file(svc, part, batch, file_id, totals)
         except ProviderNotFoundError:
             # Gone at the provider (deleted, retention): its requests count as unanswered
             # and are retried like those of a batch that ended without output.
             logger.warning("part.output_missing", extra={"part_id": part.id, "file_id": file_id})
     logger.info("part.ingested", extra={"part_id": part.id, "rows": written})
-    return written
+    return written, totals
 
 
-def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str) -> int:
+def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str,
+                 totals: dict[str, int]) -> int:
     with tempfile.TemporaryFile() as tmp:
         if anthropic_parts.is_anthropic(svc, part.deployment):
             client = svc.providers.anthropic_for(str(part.deployment))
@@ -122,11 +126,13 @@ def _ingest_file(svc: Services, part: PartRow, batch: BatchRow, file_id: str) ->
         else:  # streamed to disk, never held in memory
             svc.providers.for_deployment(str(part.deployment)).download_file(file_id, tmp)
         tmp.seek(0)
-        return ingest_stream(svc, part, batch, tmp)
+        return ingest_stream(svc, part, batch, tmp, totals)
 
 
-def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes]) -> int:
-    """Parse a provider output/error file and upsert its result rows in bulk batches.
+def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[bytes],
+                  totals: dict[str, int] | None = None) -> int:
+    """Parse a provider output/error file and write its result rows in bulk batches;
+    ``totals`` (see ``db.results.row_totals``) gets the sums of the rows written.
 
     Memory is bounded by one batch of ``ingest_batch_rows`` lines plus, for parts of up to
     ``INDEX_MAX_REQUESTS`` requests (every real provider batch: OpenAI allows 50,000), an
@@ -134,9 +140,8 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
     """
     cfg = svc.settings.pipeline
     written = 0
-    pricer = RowPricer(svc, part, batch)
+    writer = _Writer(svc, part, batch, totals)
     pending: list[OutputLine] = []
-    index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
     pending_bytes = 0
     for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
@@ -144,10 +149,10 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
         pending_bytes += len(line.body) if line.body is not None else 0
         # Flush by rows or by bytes, so 20 KB answers do not make a batch 40x bigger.
         if len(pending) >= cfg.ingest_batch_rows or pending_bytes >= FLUSH_BYTES:
-            written += _flush(svc, part, batch, pending, index, pricer)
+            written += writer.flush(pending)
             pending_bytes = 0
             crash_point(svc.settings, "mid_ingest")
-    return written + _flush(svc, part, batch, pending, index, pricer)
+    return written + writer.flush(pending)
 
 
 def _part_index(svc: Services, part: PartRow) -> dict[str, tuple[int, int]]:
@@ -160,47 +165,73 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _row(batch: BatchRow, part: PartRow, line: OutputLine, index: dict[str, tuple[int, int]],
-         max_attempts: int, pricer: RowPricer) -> dict[str, Any] | None:
-    found = index.get(line.custom_id)
-    if found is None:
-        return None  # not one of this part's requests (never trust provider output blindly)
-    line_no, attempt = found
-    if not line.ok and line.retryable and attempt < max_attempts and not batch.cancel_requested:
-        return None  # left without a result: settle_part moves it to a retry part
-    row = {
-        "batch_id": batch.id, "custom_id": line.custom_id, "line_no": line_no,
-        "part_id": part.id, "attempt": attempt, "ok": line.ok,
-        "status_code": line.status_code, "provider_request_id": line.request_id,
-        "response_body": line.body.decode("utf-8") if line.body is not None else None,
-        "error_code": line.error_code, "error_message": line.error_message,
-        "input_tokens": line.input_tokens, "output_tokens": line.output_tokens,
-        "total_tokens": line.total_tokens, "created_at": int(time.time()),
-        "cached_tokens": line.cached_tokens,
-        "rendered_bytes": len(render_result_line(
-            batch_id=batch.id, custom_id=line.custom_id, status_code=line.status_code,
-            request_id=line.request_id, body=line.body, error_code=line.error_code,
-            error_message=line.error_message)),
-    }
-    pricer.fill(row, line)
-    return row
+class _Writer:
+    """Turns parsed output lines into result rows (tuples in the table's column order) and
+    writes them, one short transaction per batch of lines."""
+
+    def __init__(self, svc: Services, part: PartRow, batch: BatchRow,
+                 totals: dict[str, int] | None) -> None:
+        self.svc, self.part, self.batch = svc, part, batch
+        self.totals = totals if totals is not None else dict.fromkeys(TOTAL_KEYS, 0)
+        self.pricer = RowPricer(svc, part, batch)
+        self.max_attempts = svc.settings.pipeline.max_request_attempts
+        self.index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
+        #: Plain COPY until a row turns out to exist already (a re-ingest): then merge.
+        self.fresh = True
+
+    def flush(self, lines: list[OutputLine]) -> int:
+        if not lines:
+            return 0
+        svc, part = self.svc, self.part
+        with svc.sessions.begin() as session:
+            index = (self.index if self.index is not None
+                     else parts.lookup_requests(session, part.batch_id, part.id,
+                                                [line.custom_id for line in lines]))
+            rows = self.rows(lines, index)
+            self.fresh = write_results(session, rows, fresh=self.fresh)
+            # Still working: keep the lease so the sweep does not hand the part to another
+            # worker.
+            parts.set_next_poll(session, part.id,
+                                time.time() + svc.settings.pipeline.stale_seconds)
+        row_totals(rows, self.totals)
+        count_rows(row[_OK] for row in rows)
+        lines.clear()
+        return len(rows)
+
+    def rows(self, lines: list[OutputLine], index: dict[str, tuple[int, int]]
+             ) -> list[tuple[Any, ...]]:
+        batch_id, part_id = self.batch.id, self.part.id
+        retry_allowed = not self.batch.cancel_requested
+        max_attempts, price = self.max_attempts, self.pricer.values
+        now = int(time.time())
+        out: list[tuple[Any, ...]] = []
+        for line in lines:
+            found = index.get(line.custom_id)
+            if found is None:
+                continue  # not one of this part's requests (never trust provider output)
+            line_no, attempt = found
+            if not line.ok and line.retryable and attempt < max_attempts and retry_allowed:
+                continue  # left without a result: settle_part moves it to a retry part
+            body = line.body
+            model, cost, currency, source, unpriced = price(line)
+            out.append((
+                batch_id, line.custom_id, line_no, part_id, attempt, line.ok,
+                line.status_code, line.request_id,
+                body.decode("utf-8") if body is not None else None,
+                line.error_code, line.error_message, line.input_tokens, line.output_tokens,
+                line.total_tokens,
+                rendered_line_length(batch_id=batch_id, custom_id=line.custom_id,
+                                     status_code=line.status_code, request_id=line.request_id,
+                                     body=body, error_code=line.error_code,
+                                     error_message=line.error_message),
+                now, model, line.cached_tokens, cost, currency, source, unpriced))
+        return out
 
 
-def _flush(svc: Services, part: PartRow, batch: BatchRow, lines: list[OutputLine],
-           part_index: dict[str, tuple[int, int]] | None, pricer: RowPricer) -> int:
-    if not lines:
-        return 0
-    max_attempts = svc.settings.pipeline.max_request_attempts
-    with svc.sessions.begin() as session:
-        index = (part_index if part_index is not None
-                 else parts.lookup_requests(session, part.batch_id, part.id,
-                                            [line.custom_id for line in lines]))
-        rows = [row for line in lines
-                if (row := _row(batch, part, line, index, max_attempts, pricer)) is not None]
-        upsert_results(session, rows)
-        # Still working: keep the lease so the sweep does not hand the part to another worker.
-        parts.set_next_poll(session, part.id,
-                            time.time() + svc.settings.pipeline.stale_seconds)
-    count_rows(bool(row["ok"]) for row in rows)
-    lines.clear()
-    return len(rows)
+#: Where ``ok`` sits in a result tuple.
+_OK = RESULT_WRITE_COLUMNS.index("ok")
+assert RESULT_WRITE_COLUMNS == (
+    "batch_id", "custom_id", "line_no", "part_id", "attempt", "ok", "status_code",
+    "provider_request_id", "response_body", "error_code", "error_message", "input_tokens",
+    "output_tokens", "total_tokens", "rendered_bytes", "created_at", "model",
+    "cached_tokens", "cost_pico", "cost_currency", "price_source", "unpriced_reason")

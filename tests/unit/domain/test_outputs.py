@@ -9,6 +9,7 @@ from batchyard.domain.jsonl import (
     OutputLine,
     iter_output_lines,
     render_result_line,
+    rendered_line_length,
     result_line_id,
 )
 from batchyard.domain.outputs import is_retryable
@@ -120,3 +121,16 @@ def test_rendering_is_stable_and_ids_differ_per_batch_and_request() -> None:
         batch_id="b1", **args)  # type: ignore[arg-type]
     ids = {result_line_id(b, c) for b in ("b1", "b2") for c in ("a", "b")}
     assert len(ids) == 4
+
+
+@pytest.mark.parametrize("args", [
+    {"custom_id": "a", "status_code": 200, "request_id": "req_1",
+     "body": orjson.dumps(CHAT_BODY)},
+    {"custom_id": 'é"\\ \n\u2028', "status_code": 404, "request_id": None, "body": None},
+    {"custom_id": "c", "status_code": 500, "request_id": "r\"q", "body": b"{}"},
+    {"custom_id": "c", "status_code": None, "error_code": "batch_expired",
+     "error_message": "too \"late\""},
+])
+def test_rendered_length_matches_the_rendered_line(args: dict) -> None:
+    assert rendered_line_length(batch_id="batch_xyz", **args) == len(
+        render_result_line(batch_id="batch_xyz", **args))
