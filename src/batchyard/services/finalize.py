@@ -4,7 +4,8 @@ Counts, token and cost totals and the result files' sizes are sums over the part
 (kept at ingest, see ``db.results.part_totals_sum``), not a scan of the result rows; for
 batches with parts older than those sums, SQL aggregates over the result rows. The output
 and error files are FileRows (kind output/error) whose bytes are rendered from the result
-rows on demand, so results outlive the provider's retention. Safe to run twice (stable file ids, CAS status).
+rows on demand, so results outlive the provider's retention. Safe to run twice (stable file
+ids, CAS status).
 """
 
 from __future__ import annotations
