@@ -64,8 +64,13 @@ class PipelineSettings(BaseModel):
     #: Prefix of the Celery queue names (``<queue>.batches``, ``<queue>.parts``,
     #: ``<queue>.tick``); separate deployments (or test runs) on one broker use their own.
     queue: str = "batchyard"
-    #: How many provider batches one poll tick checks at the same time.
+    #: How many provider batches one ``poll`` task checks at the same time.
     poll_concurrency: int = 16
+    #: How many due parts one ``poll`` task claims; the beat tick sends one ``poll`` nudge
+    #: per this many due parts, and any worker may run them.
+    poll_claim_size: int = 100
+    #: How long polls of a deployment pause after it answered 429 without a Retry-After.
+    poll_rate_limit_seconds: float = 10.0
 
 
 class ScheduleSettings(BaseModel):

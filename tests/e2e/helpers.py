@@ -141,3 +141,58 @@ class Nudges:
 
     def __call__(self, task: str, object_id: str) -> None:
         self.sent.append((task, object_id))
+
+
+def seed_parts_in_flight(svc: Services, emulator: Any, count: int, *, parts_per_batch: int = 50,
+                         requests_per_part: int = 100, provider_status: str = "in_progress"
+                         ) -> list[tuple[str, str]]:
+    """``count`` parts already at the provider (``submitted``, due now), in batches of
+    ``parts_per_batch``, each with its own provider batch created in the in-process
+    ``emulator`` (an :class:`~batchyard.emulator.state.Emulator`) with no runner, so it stays
+    at ``provider_status`` until told otherwise. Returns (part id, provider batch id) pairs.
+
+    Written straight to the tables: what the pipeline leaves after ``count`` submits.
+    """
+    from batchyard.emulator import ids as emulator_ids
+    from batchyard.emulator.store import BatchEntry
+
+    file_id = upload(svc, jsonl([request_line("seed")]), filename="seed.jsonl")
+    deployment = svc.deployments.all()[0].id
+    now = time.time()
+    batch_rows: list[dict[str, Any]] = []
+    part_rows: list[dict[str, Any]] = []
+    pairs: list[tuple[str, str]] = []
+    for i in range(count):
+        if i % parts_per_batch == 0:
+            batch_id = f"batch_seed{uuid.uuid4().hex}"
+            seq = 0
+            batch_rows.append({
+                "id": batch_id, "endpoint": "/v1/chat/completions", "input_file_id": file_id,
+                "completion_window": "24h", "model": "gpt-4o-mini", "status": "in_progress",
+                "created_at": int(now), "in_progress_at": int(now), "stage": "running",
+                "due_at": now + 86_400, "cancel_requested": False, "updated_at": now,
+                "total": min(parts_per_batch, count - i) * requests_per_part})
+        seq += 1
+        part_id = f"part_seed{uuid.uuid4().hex}"
+        provider_id = emulator_ids.batch_id("openai")
+        emulator.store.add_batch(BatchEntry(
+            id=provider_id, endpoint="/v1/chat/completions", input_file_id="file-seed",
+            completion_window="24h", created_at=int(now), expires_at=int(now) + 86_400,
+            metadata={"batchyard_part_id": part_id}, status=provider_status,
+            model="gpt-4o-mini", total=requests_per_part))
+        part_rows.append({
+            "id": part_id, "batch_id": batch_id, "seq": seq, "attempt": 1,
+            "deployment": deployment, "status": "submitted",
+            "request_count": requests_per_part, "byte_size": 1_000, "estimated_tokens": 100,
+            "provider_file_id": "file-seed", "provider_batch_id": provider_id,
+            "provider_status": "validating", "next_poll_at": now, "poll_interval": None,
+            "created_at": now, "updated_at": now})
+        pairs.append((part_id, provider_id))
+    from batchyard.db.models import BatchRow, PartRow
+
+    with svc.engine.begin() as conn:
+        for start in range(0, len(batch_rows), 1_000):
+            conn.execute(sa.insert(BatchRow), batch_rows[start:start + 1_000])
+        for start in range(0, len(part_rows), 1_000):
+            conn.execute(sa.insert(PartRow), part_rows[start:start + 1_000])
+    return pairs

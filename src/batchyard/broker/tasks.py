@@ -42,6 +42,8 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("finalize", "batches"),
     TaskSpec("cancel", "batches"),
     TaskSpec("submit", "parts"),
+    # Claims a slice of the due parts and polls them; the tick sends one per slice.
+    TaskSpec("poll", "parts"),
     TaskSpec("ingest", "parts"),
     TaskSpec("tick", "tick", every=lambda s: s.pipeline.tick_seconds),
     # Fires due schedules and notes ended batches.

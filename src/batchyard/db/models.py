@@ -292,6 +292,8 @@ class DeploymentStateRow(Base):
 
     deployment_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     blocked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The provider rate-limited (429) a poll: no part of the deployment is polled before.
+    poll_paused_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Round-robin / weighted routing counter, bumped on every choice.
     counter: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)

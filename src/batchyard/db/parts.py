@@ -8,10 +8,27 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from batchyard.db.models import EventRow, PartRow, RequestRow, ResultRow
+from batchyard.db.models import (
+    BatchRow,
+    DeploymentStateRow,
+    EventRow,
+    PartRow,
+    RequestRow,
+    ResultRow,
+)
 from batchyard.domain.lifecycle import LIVE_PART_STATUSES, PartStatus
 
 
@@ -77,31 +94,65 @@ def set_next_poll(session: Session, part_id: str, when: float, *,
                     .execution_options(synchronize_session=False))
 
 
-def claim_due_parts(session: Session, statuses: Sequence[str], *, now: float, lease: float,
-                    limit: int, skip_locked: bool) -> list[str]:
-    """Take parts at ``statuses`` whose time has come, pushing their next poll out by
-    ``lease`` (``FOR UPDATE SKIP LOCKED`` where the database has it, so two workers' ticks
-    never take the same part)."""
-    stmt = (select(PartRow.id)
-            .where(PartRow.status.in_(list(statuses)), PartRow.next_poll_at <= now)
-            .order_by(PartRow.next_poll_at).limit(limit))
+def _pollable(statuses: Sequence[str], now: float) -> list[ColumnElement[bool]]:
+    """Parts at ``statuses`` whose poll time has come and whose deployment's polls are not
+    paused (the provider answered 429)."""
+    paused = exists().where(DeploymentStateRow.deployment_id == PartRow.deployment,
+                            DeploymentStateRow.poll_paused_until > now)
+    return [PartRow.status.in_(list(statuses)), PartRow.next_poll_at <= now, ~paused]
+
+
+def count_due_polls(session: Session, statuses: Sequence[str], *, now: float) -> int:
+    """How many parts a poll could claim now."""
+    return int(session.scalar(select(func.count()).select_from(PartRow)
+                              .where(*_pollable(statuses, now))) or 0)
+
+
+#: What a poll needs of a part, returned by its claim along with the batch's cancel flag.
+POLL_COLUMNS = (PartRow.id, PartRow.batch_id, PartRow.seq, PartRow.status, PartRow.deployment,
+                PartRow.provider_batch_id, PartRow.provider_status, PartRow.provider_done,
+                PartRow.provider_completed, PartRow.provider_failed, PartRow.poll_interval,
+                PartRow.request_count)
+
+
+def claim_polls(conn: Connection, statuses: Sequence[str], *, now: float, lease: float,
+                limit: int, skip_locked: bool) -> list[Row[Any]]:
+    """Take up to ``limit`` due parts at ``statuses``, pushing their next poll out by
+    ``lease``, and return them with their batch's ``cancel_requested``: one statement.
+
+    ``FOR UPDATE SKIP LOCKED`` where the database has it, so two workers' claims never
+    take the same part (SQLite has one writer: its claim is a plain UPDATE).
+    """
+    due = (select(PartRow.id).where(*_pollable(statuses, now))
+           .order_by(PartRow.next_poll_at).limit(limit))
     if skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids = list(session.scalars(stmt))
-    if ids:
-        session.execute(update(PartRow).where(PartRow.id.in_(ids))
-                        .values(next_poll_at=now + lease)
-                        .execution_options(synchronize_session=False))
-    return ids
+        due = due.with_for_update(skip_locked=True, of=PartRow)
+    # A subquery, not UPDATE ... FROM: SQLite's RETURNING may not name a FROM table.
+    cancel = (select(BatchRow.cancel_requested).where(BatchRow.id == PartRow.batch_id)
+              .correlate(PartRow).scalar_subquery())
+    stmt = (update(PartRow).where(PartRow.id.in_(due.scalar_subquery()))
+            .values(next_poll_at=now + lease)
+            .returning(*POLL_COLUMNS, cancel.label("cancel_requested")))
+    return list(conn.execute(stmt))
 
 
-def record_poll(session: Session, part_id: str, statuses: Sequence[str],
-                values: dict[str, Any]) -> None:
-    """Store what a poll learned (provider status, counts, next poll) while the part is
-    still at one of ``statuses``."""
-    session.execute(update(PartRow)
-                    .where(PartRow.id == part_id, PartRow.status.in_(list(statuses)))
-                    .values(**values).execution_options(synchronize_session=False))
+def record_polls(conn: Connection, statuses: Sequence[str],
+                 writes: Sequence[dict[str, Any]]) -> None:
+    """Store what polls learned, one ``{"id": part_id, column: value ...}`` per part, while
+    each part is still at one of ``statuses``; parts writing the same columns share one
+    executemany UPDATE."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for write in writes:
+        columns = tuple(sorted(k for k in write if k != "id"))
+        groups.setdefault(columns, []).append(
+            {"p_id": write["id"], **{f"v_{k}": write[k] for k in columns}})
+    for columns, params in groups.items():
+        stmt = (update(PartRow)
+                # OR of equalities: an expanding IN cannot be used with executemany.
+                .where(PartRow.id == bindparam("p_id"),
+                       or_(*(PartRow.status == status for status in statuses)))
+                .values({k: bindparam(f"v_{k}") for k in columns}))
+        conn.execute(stmt, params)
 
 
 def overdue_part_ids(session: Session, statuses: Iterable[str], *, before: float,

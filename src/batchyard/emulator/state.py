@@ -256,6 +256,7 @@ class Emulator:
             batch = self.store.batches.get(batch_id)
             if batch is None:
                 raise not_found_batch(batch_id)
+            batch.retrieves += 1
             if batch.not_found_left > 0:  # emulates read-after-create lag
                 batch.not_found_left -= 1
                 raise not_found_batch(batch_id)

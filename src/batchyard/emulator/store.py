@@ -58,6 +58,8 @@ class BatchEntry:
     enqueued_tokens: int = 0
     not_found_left: int = 0
     listed_from: float = 0.0
+    #: GET /batches/{id} calls that reached the batch (faulted calls never do).
+    retrieves: int = 0
     cancel_requested: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -135,6 +137,7 @@ class Store:
                     "input_file_id": b.input_file_id,
                     "metadata": dict(b.metadata) if b.metadata is not None else None,
                     "model": b.model,
+                    "retrieves": b.retrieves,
                 }
                 for b in self.created
             ]

@@ -91,12 +91,23 @@ def cancel_batch(svc: Services, batch_id: str, *, owner: str | None) -> BatchRec
     record = get_batch(svc, batch_id, owner=owner)
     if record.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
         return record
-    with svc.sessions.begin() as session:
-        moved = transition_batch(session, batch_id, _CANCELLABLE, BatchStatus.CANCELLING,
-                                 reason="cancel requested", cancel_requested=True,
-                                 cancelling_at=int(time.time()))
-        row = repo.get_batch_row(session, batch_id) if moved else None
-        stage = BatchStage(row.stage) if row is not None else None
+    stage: BatchStage | None = None
+    # A worker may move the batch on (validating -> in_progress) between the CAS's read and
+    # its write: try again while the batch is still cancellable.
+    for _ in range(3):
+        with svc.sessions.begin() as session:
+            moved = transition_batch(session, batch_id, _CANCELLABLE, BatchStatus.CANCELLING,
+                                     reason="cancel requested", cancel_requested=True,
+                                     cancelling_at=int(time.time()))
+            row = repo.get_batch_row(session, batch_id) if moved else None
+            stage = BatchStage(row.stage) if row is not None else None
+        if moved:
+            break
+        record = get_batch(svc, batch_id, owner=owner)
+        if record.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+            return record
+        if record.status not in _CANCELLABLE:
+            break
     if not moved:
         raise StateConflictError(f"Cannot cancel a batch with status '{record.status}'.")
     # The task that settles it: finalize once no part is live, else cancel.

@@ -62,11 +62,12 @@ class ProviderPool:
                 self._anthropic[(deployment_id, once)] = client
             return client
 
-    def batches_for(self, deployment_id: str) -> BatchClient:
-        """The client that retrieves and cancels this deployment's batches, any provider."""
+    def batches_for(self, deployment_id: str, *, once: bool = False) -> BatchClient:
+        """The client that retrieves and cancels this deployment's batches, any provider
+        (``once``: no retries of its own; the poller reschedules instead, and sees a 429)."""
         if self._deployments.get(deployment_id).provider == "anthropic":
-            return self.anthropic_for(deployment_id)
-        return self.for_deployment(deployment_id)
+            return self.anthropic_for(deployment_id, once=once)
+        return self.for_deployment(deployment_id, once=once)
 
     def for_deployment(self, deployment_id: str, *, once: bool = False) -> SyncProviderClient:
         """The client of the deployment with this id.

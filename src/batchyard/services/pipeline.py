@@ -13,6 +13,7 @@ from batchyard.services.container import Services
 from batchyard.services.failures import give_up_on
 from batchyard.services.finalize import finalize_batch
 from batchyard.services.ingest import ingest_part
+from batchyard.services.poll import poll_due_parts
 from batchyard.services.prepare import prepare_batch
 from batchyard.services.submit import submit_part
 from batchyard.services.sweep import tick
@@ -20,6 +21,7 @@ from batchyard.services.sweep import tick
 TASKS: dict[str, Callable[[Services, str], object]] = {
     "prepare": prepare_batch,
     "submit": submit_part,
+    "poll": poll_due_parts,
     "ingest": ingest_part,
     "finalize": finalize_batch,
     "cancel": cancel_batch_work,
@@ -42,5 +44,5 @@ def run_task(svc: Services, name: str, object_id: str) -> object:
 
 
 def run_tick(svc: Services) -> int:
-    """One beat tick (poll due parts, sweep lost nudges)."""
+    """One beat tick (nudge polls of due parts, sweep lost nudges)."""
     return tick(svc)

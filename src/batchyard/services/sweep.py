@@ -1,4 +1,7 @@
-"""sweep + tick: the beat-driven heartbeat that polls due parts and re-sends lost nudges.
+"""sweep + tick: the beat-driven heartbeat that fans polls out and re-sends lost nudges.
+
+The tick polls nothing itself: it sends ``poll`` nudges for the parts due (one per
+``poll_claim_size``), which any worker runs (:mod:`batchyard.services.poll`).
 
 A Celery message is only a nudge, and nudges get lost (a worker killed mid-task, a broker
 flushed). The database knows what is due: parts and batches whose lease (``next_poll_at`` /
@@ -20,7 +23,7 @@ from batchyard.domain.lifecycle import (
     PartStatus,
 )
 from batchyard.services.container import Services
-from batchyard.services.poll import poll_due_parts
+from batchyard.services.poll import send_poll_nudges
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +41,11 @@ class SweepReport:
 
 
 def tick(svc: Services) -> int:
-    """One beat tick: poll due provider batches, then sweep; returns parts polled."""
-    polled = poll_due_parts(svc)
+    """One beat tick: nudge ``poll`` tasks for the due provider batches, then sweep;
+    returns the poll nudges sent."""
+    sent = send_poll_nudges(svc)
     sweep(svc)
-    return polled
+    return sent
 
 
 def sweep(svc: Services, *, limit: int = 500) -> SweepReport:
