@@ -31,15 +31,15 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.e2e.helpers
 
-from ingest_bench import drop_pg, fresh_pg  # noqa: E402
+from ingest_bench import drop_pg, fresh_pg
+from tests.e2e.helpers import seed_parts_in_flight
 
-from batchyard.cli.processes import settings_env, start_worker_process, stop_process  # noqa: E402
-from batchyard.config import PipelineSettings, Settings  # noqa: E402
-from batchyard.db import migrate  # noqa: E402
-from batchyard.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from batchyard.services.container import build_services  # noqa: E402
-from batchyard.worker.app import create_celery  # noqa: E402
-from tests.e2e.helpers import seed_parts_in_flight  # noqa: E402
+from batchyard.cli.processes import settings_env, start_worker_process, stop_process
+from batchyard.config import PipelineSettings, Settings
+from batchyard.db import migrate
+from batchyard.emulator import EmulatorConfig, EmulatorServer
+from batchyard.services.container import build_services
+from batchyard.worker.app import create_celery
 
 TICK = os.sysconf("SC_CLK_TCK")
 
