@@ -1,7 +1,7 @@
 """deployment_state: polls of a deployment paused after the provider answered 429
 
-Revision ID: 0530
-Revises: 0520
+Revision ID: 0550
+Revises: 0540
 Create Date: 2026-11-30 07:45:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0530"
-down_revision: str | None = "0520"
+revision: str = "0550"
+down_revision: str | None = "0540"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
