@@ -86,6 +86,7 @@ def main() -> None:
         try:
             time.sleep(3.0)  # worker start-up is not part of the figure
             load, cpu0 = os.getloadavg()[0], [_cpu_seconds(w.pid) for w in workers]
+            own0, pg0 = time.process_time(), _postgres_cpu()
             start = time.perf_counter()
             record = files.create_file(svc, owner=None, filename="bench.jsonl", purpose="batch",
                                        stream=io.BytesIO(data))
@@ -96,9 +97,12 @@ def main() -> None:
                 time.sleep(0.2)
             wall = time.perf_counter() - start
             cpu = [_cpu_seconds(w.pid) - c for w, c in zip(workers, cpu0, strict=True)]
+            own, pg = time.process_time() - own0, _postgres_cpu() - pg0
             report(svc.engine, batch.id, current, wall, args, len(data), emulator)
             print(f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
-                  f"worker CPU {' + '.join(f'{c:.1f}' for c in cpu)} s")
+                  f"CPU seconds: workers {' + '.join(f'{c:.1f}' for c in cpu)}, this process "
+                  f"(emulator, upload, create) {own:.1f}, every PostgreSQL server process "
+                  f"(other databases' work included) {pg:.1f}; wall x 2 cores = {2 * wall:.1f}")
         finally:
             for worker in workers:
                 stop_process(worker)
@@ -114,6 +118,19 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of every process named postgres on this machine (Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            total += _cpu_seconds(int(stat.parent.name))
+    return total
 
 
 def report(engine: sa.Engine, batch_id: str, batch: object, wall: float,

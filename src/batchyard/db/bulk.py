@@ -38,6 +38,10 @@ def copy_tuples(connection: Connection, table: str, columns: Sequence[str],
             write(row)
 
 
+#: The column order of the tuples :func:`insert_request_tuples` takes.
+REQUEST_COLUMNS = _REQUEST_COLUMNS
+
+
 def insert_requests(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert request rows (one per input line) in bulk."""
     if not rows:
@@ -47,3 +51,15 @@ def insert_requests(conn: Session | Connection, rows: Sequence[dict[str, Any]]) 
         copy_rows(connection, "requests", _REQUEST_COLUMNS, rows)
     else:
         connection.execute(insert(RequestRow), list(rows))
+
+
+def insert_request_tuples(conn: Session | Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert request rows given as tuples in :data:`REQUEST_COLUMNS` order, in bulk."""
+    if not rows:
+        return
+    connection = connection_of(conn)
+    if connection.dialect.name == "postgresql":
+        copy_tuples(connection, "requests", _REQUEST_COLUMNS, rows)
+    else:
+        connection.execute(insert(RequestRow),
+                           [dict(zip(_REQUEST_COLUMNS, row, strict=True)) for row in rows])

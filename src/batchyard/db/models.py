@@ -216,7 +216,9 @@ class RequestRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    #: No foreign key (migration 0550): rows are COPYed in bulk by code that has just read
+    #: the batch row, and batches are never deleted.
+    batch_id: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(512))
     line_no: Mapped[int] = mapped_column(Integer)
     #: The request line as JSON text (rewritten with the deployment model per part).
@@ -238,7 +240,9 @@ class ResultRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    #: No foreign key (migration 0550): rows are COPYed in bulk by code that has just read
+    #: the batch row, and batches are never deleted.
+    batch_id: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(512))
     line_no: Mapped[int] = mapped_column(Integer)
     part_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

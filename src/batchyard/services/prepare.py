@@ -10,7 +10,10 @@ mid-way rolls back the same way; the batch's lease runs out and the sweep nudges
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +22,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 from batchyard.db import batches, files, parts
-from batchyard.db.bulk import insert_requests
+from batchyard.db.bulk import insert_request_tuples
 from batchyard.db.models import BatchRow, FileRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
@@ -100,9 +103,12 @@ def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -
     with svc.sessions.begin() as session:
         writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows),
                              batch.endpoint)
-        for index, block in parts:
-            writer.write(index, block)
-        writer.close()
+        try:
+            for index, block in parts:
+                writer.write(index, block)
+            writer.close()
+        finally:
+            writer.stop()  # before the transaction ends, whichever way
         record_estimates(svc, session, batch, writer.part_tokens,
                          model=batch.model or writer.model)
         moved = transition_batch(session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
@@ -120,6 +126,50 @@ def rewrite_margin(svc: Services) -> int:
     return max(map(len, names)) + _REWRITE_SLACK if names else 0
 
 
+class _RowCopier:
+    """Writes request rows on a second thread (PostgreSQL), so the database inserts one
+    block while this thread validates and splits the next: the driver waits for the
+    server without the GIL. Same connection and transaction; the caller's thread must not
+    use the session until :meth:`drain` returned. At most two blocks wait (bounded memory).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.connection = session.connection()
+        self.threaded = self.connection.dialect.name == "postgresql"
+        self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def put(self, rows: list[tuple[Any, ...]]) -> None:
+        if not self.threaded:
+            insert_request_tuples(self.connection, rows)
+            return
+        if self._error is not None:
+            self.drain()  # raises it
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prepare-copy", daemon=True)
+            self._thread.start()
+        self._queue.put(rows)
+
+    def _run(self) -> None:
+        while (rows := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    insert_request_tuples(self.connection, rows)
+                except BaseException as exc:  # handed to the caller's thread in drain()
+                    self._error = exc
+
+    def drain(self) -> None:
+        """Wait until every block is written; raises what writing one raised."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 class _PartWriter:
     """Writes request rows ``chunk_rows`` at a time; a part's row is added once it is whole."""
 
@@ -135,8 +185,9 @@ class _PartWriter:
         self.total = 0
         self.model: str | None = None
         self._index = -1
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._count = self._bytes = self._tokens = 0
+        self._copier = _RowCopier(session)
 
     def write(self, index: int, block: RequestBlock) -> None:
         """Take a block of part ``index`` (a new index closes the previous part)."""
@@ -146,11 +197,10 @@ class _PartWriter:
             self.part_ids.append(new_part_id())
             self.model = self.model or block.models[0]
         part_id, batch_id = self.part_ids[-1], self.batch_id
-        self._rows += [
-            {"batch_id": batch_id, "custom_id": custom_id, "line_no": line_no,
-             "body": raw.decode("utf-8"), "part_id": part_id, "attempt": 1, "state": "pending"}
-            for line_no, custom_id, raw in zip(block.line_nos, block.custom_ids, block.raws,
-                                               strict=True)]
+        # In bulk.REQUEST_COLUMNS order.
+        self._rows += [(batch_id, custom_id, line_no, raw.decode("utf-8"), part_id, 1, "pending")
+                       for line_no, custom_id, raw in zip(block.line_nos, block.custom_ids,
+                                                          block.raws, strict=True)]
         self._count += len(block.sizes)
         self._bytes += sum(block.sizes) + len(block.sizes)
         self._tokens += sum(block.est_tokens)
@@ -159,7 +209,8 @@ class _PartWriter:
             self._flush()
 
     def _flush(self) -> None:
-        insert_requests(self.session, self._rows)
+        if self._rows:
+            self._copier.put(self._rows)
         self._rows = []
 
     def close(self) -> None:
@@ -167,6 +218,7 @@ class _PartWriter:
         if not self._count:
             return
         self._flush()
+        self._copier.drain()  # the session is this thread's again
         part_id, count = self.part_ids[-1], self._count
         parts.add_part(self.session, part_id=part_id, batch_id=self.batch_id,
                        seq=len(self.part_ids), attempt=1, request_count=count,
@@ -176,6 +228,13 @@ class _PartWriter:
         self._tally = TokenTally()
         self.total += count
         self._count = self._bytes = self._tokens = 0
+
+    def stop(self) -> None:
+        """Let the copy thread end before the transaction does. On success ``close`` has
+        drained it already; after an error the transaction rolls back, so a write error
+        of the thread adds nothing to the one being raised."""
+        with contextlib.suppress(Exception):
+            self._copier.drain()
 
 
 def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
