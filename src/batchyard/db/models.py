@@ -216,7 +216,7 @@ class RequestRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    #: No foreign key (migration 0550): rows are COPYed in bulk by code that has just read
+    #: No foreign key (migration 0560): rows are COPYed in bulk by code that has just read
     #: the batch row, and batches are never deleted.
     batch_id: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(512))
@@ -240,7 +240,7 @@ class ResultRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    #: No foreign key (migration 0550): rows are COPYed in bulk by code that has just read
+    #: No foreign key (migration 0560): rows are COPYed in bulk by code that has just read
     #: the batch row, and batches are never deleted.
     batch_id: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(512))

@@ -5,8 +5,8 @@ batches are never deleted, so the constraint guarded nothing the code does not; 
 trigger cost a third of the database's time for each COPY of request and result rows
 (benchmarks/e2e_bench.py, docs/benchmarks.md). The (batch_id, custom_id) unique indexes stay.
 
-Revision ID: 0550
-Revises: 0540
+Revision ID: 0560
+Revises: 0550
 Create Date: 2026-11-30 08:00:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0550"
-down_revision: str | None = "0540"
+revision: str = "0560"
+down_revision: str | None = "0550"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
