@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from batchyard.cli import app
 from batchyard.cli.local import LocalBackend, SqliteBackend, sqlite_path
+from batchyard.db import sqlite_read
 from batchyard.emulator import EmulatorServer
 from batchyard.services import batches as batch_service
 from tests.e2e.helpers import InlineDriver, jsonl, request_line, upload
@@ -70,6 +71,8 @@ def test_status_reads_the_same_records_as_the_service_layer(
         assert light.get_batch(rejected).errors is not None
         assert len(list(light.result_lines(mixed, failed_only=True))) == 3
         assert len(list(light.result_lines(mixed, failed_only=False))) == 5
+        paged = sqlite_read.result_lines(light._conn, mixed, failed_only=False, page_rows=2)
+        assert list(paged) == list(full.result_lines(mixed, failed_only=False))
         assert [c["cost"] for c in light.request_costs(mixed)["data"]].count(None) < 5
         assert light._svc is None  # nothing above needed the service layer
     finally:

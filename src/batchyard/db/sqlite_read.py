@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +40,21 @@ def connect(path: Path) -> sqlite3.Connection:
                            timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Several statements in one deferred read transaction (one consistent view, as the
+    service layer's session gives); never blocks a writer in WAL mode."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with suppress(sqlite3.ProgrammingError):  # the connection may be closed by now
+            conn.execute("ROLLBACK")
 
 
 def schema_state(conn: sqlite3.Connection) -> SchemaState:
@@ -84,28 +99,31 @@ def recent_batches(conn: sqlite3.Connection, limit: int) -> list[BatchRecord]:
 
 def parts(conn: sqlite3.Connection, batch_id: str) -> list[PartSummary]:
     """The batch's parts in submission order, with their counts (``db.reports``)."""
-    rows = _rows(conn, "parts", "SELECT id, seq, attempt, deployment, status, request_count, "
-                 "provider_batch_id, provider_status, provider_done, provider_completed, "
-                 "provider_failed, provider_errors, last_error FROM parts WHERE batch_id = ? "
-                 "ORDER BY seq", (batch_id,))
-    ingested = {part_id: (int(good or 0), int(bad or 0)) for part_id, good, bad in conn.execute(
-        "SELECT part_id, sum(CASE WHEN ok IS 1 THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN ok IS 1 THEN 0 ELSE 1 END) FROM results WHERE batch_id = ? "
-        "GROUP BY part_id", (batch_id,))}
+    with _snapshot(conn):
+        rows = _rows(conn, "parts", "SELECT id, seq, attempt, deployment, status, "
+                     "request_count, provider_batch_id, provider_status, provider_done, "
+                     "provider_completed, provider_failed, provider_errors, last_error "
+                     "FROM parts WHERE batch_id = ? ORDER BY seq", (batch_id,))
+        ingested = {part_id: (int(good or 0), int(bad or 0))
+                    for part_id, good, bad in conn.execute(
+                        "SELECT part_id, sum(CASE WHEN ok IS 1 THEN 1 ELSE 0 END), "
+                        "sum(CASE WHEN ok IS 1 THEN 0 ELSE 1 END) FROM results "
+                        "WHERE batch_id = ? GROUP BY part_id", (batch_id,))}
     return [part_summary(r, ingested) for r in rows]
 
 
 def failures(conn: sqlite3.Connection, batch_id: str, examples: int) -> list[FailureGroup]:
     """Failed requests grouped by error code, most frequent first, with the first
     ``examples`` of each in input order."""
-    groups = conn.execute(
-        "SELECT coalesce(error_code, '') AS code, count(*) AS n FROM results "
-        "WHERE batch_id = ? AND ok IS 0 GROUP BY coalesce(error_code, '') "
-        "ORDER BY count(*) DESC, coalesce(error_code, '')", (batch_id,)).fetchall()
-    return [failure_group(code, n, _rows(
-        conn, "results", "SELECT custom_id, line_no, status_code, error_message FROM results "
-        "WHERE batch_id = ? AND ok IS 0 AND coalesce(error_code, '') = ? "
-        "ORDER BY line_no LIMIT ?", (batch_id, code, examples))) for code, n in groups]
+    with _snapshot(conn):
+        groups = conn.execute(
+            "SELECT coalesce(error_code, '') AS code, count(*) AS n FROM results "
+            "WHERE batch_id = ? AND ok IS 0 GROUP BY coalesce(error_code, '') "
+            "ORDER BY count(*) DESC, coalesce(error_code, '')", (batch_id,)).fetchall()
+        return [failure_group(code, n, _rows(
+            conn, "results", "SELECT custom_id, line_no, status_code, error_message "
+            "FROM results WHERE batch_id = ? AND ok IS 0 AND coalesce(error_code, '') = ? "
+            "ORDER BY line_no LIMIT ?", (batch_id, code, examples))) for code, n in groups]
 
 
 def request_costs(conn: sqlite3.Connection, batch_id: str) -> list[tuple[Any, ...]]:
@@ -124,8 +142,7 @@ def result_lines(conn: sqlite3.Connection, batch_id: str, *, failed_only: bool,
            "response_body, error_code, error_message FROM results "
            "WHERE batch_id = ? AND line_no > ?" + (" AND ok IS 0" if failed_only else "")
            + " ORDER BY line_no LIMIT ?")
-    conn.execute("BEGIN")
-    try:
+    with _snapshot(conn):
         last_line = -1
         while True:
             rows = conn.execute(sql, (batch_id, last_line, page_rows)).fetchall()
@@ -139,6 +156,3 @@ def result_lines(conn: sqlite3.Connection, batch_id: str, *, failed_only: bool,
                     body=body.encode("utf-8") if body is not None else None,
                     error_code=error_code, error_message=error_message)
             last_line = rows[-1][2]
-    finally:
-        with suppress(sqlite3.ProgrammingError):  # the connection may be closed by now
-            conn.execute("ROLLBACK")
