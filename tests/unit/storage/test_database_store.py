@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 
 from batchyard.errors import StorageError
 from batchyard.storage import FILE_CHUNKS, DatabaseFileStore
@@ -90,3 +92,32 @@ def test_table_matches_the_orm_schema() -> None:
         assert type(ours.type) is type(theirs.type)
         assert (ours.primary_key, ours.nullable) == (theirs.primary_key, theirs.nullable)
         assert getattr(ours.type, "length", None) == getattr(theirs.type, "length", None)
+
+
+def test_a_wal_database_is_checkpointed_after_the_put_and_keeps_its_autocheckpoint(
+        tmp_path: Path) -> None:
+    """The put's own commit skips SQLite's automatic checkpoint; one runs right after it on
+    a thread of its own, and the pooled connections keep the default setting."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'wal.db'}", pool_size=1, max_overflow=0)
+
+    @event.listens_for(engine, "connect")
+    def wal_mode(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+    metadata.create_all(engine)
+    store = DatabaseFileStore(engine, chunk_bytes=64 * 1024)
+    payload = bytes(range(256)) * 16 * 1024  # 4 MiB: about 1,000 WAL frames
+    store.put_stream("big", [payload])
+    database = tmp_path / "wal.db"
+    deadline = time.monotonic() + 30
+    # Pages reach the database file only when a checkpoint copies them out of the WAL; no
+    # other connection commits here, so the store's own background checkpoint did it.
+    while database.stat().st_size < len(payload) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert database.stat().st_size >= len(payload)
+    with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection
+        autocheckpoint = raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert autocheckpoint == 1000  # the one pooled connection wrote, then was restored
+    assert b"".join(store.open_stream("big")) == payload
+    engine.dispose()
