@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,9 +25,9 @@ RETRYABLE_ERROR_CODES = frozenset({"batch_expired", "request_timeout"})
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
-@dataclass(frozen=True, slots=True)
-class OutputLine:
-    """One request's result as the provider reported it.
+class OutputLine(NamedTuple):
+    """One request's result as the provider reported it (a named tuple: immutable, and
+    built several times faster than a frozen dataclass; ingest makes one per line).
 
     ``ok`` means a 2xx response. ``body`` is the response body re-serialised as JSON bytes
     (``None`` for non-HTTP errors). ``error_code``/``error_message`` come from ``error`` for
@@ -68,10 +67,7 @@ def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
 
-def _usage(body: Any) -> tuple[int, int, int, int]:
-    usage = body.get("usage") if type(body) is dict else None
-    if type(usage) is not dict:
-        return 0, 0, 0, 0
+def _usage_of(usage: dict[str, Any]) -> tuple[int, int, int, int]:
     inp = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     out = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     total = _int(usage.get("total_tokens")) or inp + out
@@ -126,15 +122,23 @@ def _from_response(line_no: int, custom_id: str, response: dict[str, Any],
                          line=line_no, code="invalid_output_line")
     request_id = response.get("request_id")
     body = response.get("body")
-    ok = 200 <= status < 300
-    code, message = (None, None) if ok else _body_error(body)
-    inp, out, total, cached = _usage(body)
-    model = body.get("model") if type(body) is dict else None
-    return OutputLine(custom_id, ok, status, str(request_id) if request_id else None,
+    if type(body) is dict:
+        usage, model = body.get("usage"), body.get("model")
+        if type(model) is not str:
+            model = None
+    else:
+        usage = model = None
+    inp, out, total, cached = _usage_of(usage) if type(usage) is dict else (0, 0, 0, 0)
+    if 200 <= status < 300:  # the common case first: no error fields to look for
+        return OutputLine(custom_id, True, status, str(request_id) if request_id else None,
+                          orjson.dumps(body) if body is not None else None, None, None,
+                          inp, out, total, False, line_no, cached, model)
+    code, message = _body_error(body)
+    return OutputLine(custom_id, False, status, str(request_id) if request_id else None,
                       orjson.dumps(body) if body is not None else None, code, message,
                       inp, out, total,
                       is_retryable(status, code, retry_cancelled=retry_cancelled), line_no,
-                      cached, model if type(model) is str else None)
+                      cached, model)
 
 
 def iter_output_lines(chunks: Iterable[bytes], *,

@@ -9,8 +9,11 @@ afterwards is retried in a new part (see :mod:`batchyard.services.retry`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Any
@@ -39,6 +42,10 @@ _READ_CHUNK = 1 << 20
 INDEX_MAX_REQUESTS = 200_000
 #: A batch of result rows is written once it holds this many response bytes.
 FLUSH_BYTES = 4 << 20
+#: Threads writing batches of rows, each in its own transaction on its own connection: the
+#: database's share of ingest (COPY, index entries) is as large as the parsing's, so two
+#: writers keep up with one parsing thread.
+WRITE_THREADS = 2
 
 
 def ingest_part(svc: Services, part_id: str) -> int:
@@ -144,15 +151,19 @@ def ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byte
     pending: list[OutputLine] = []
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
     pending_bytes = 0
-    for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
-        pending.append(line)
-        pending_bytes += len(line.body) if line.body is not None else 0
-        # Flush by rows or by bytes, so 20 KB answers do not make a batch 40x bigger.
-        if len(pending) >= cfg.ingest_batch_rows or pending_bytes >= FLUSH_BYTES:
-            written += writer.flush(pending)
-            pending_bytes = 0
-            crash_point(svc.settings, "mid_ingest")
-    return written + writer.flush(pending)
+    try:
+        for line in iter_output_lines(_chunks(stream), retry_cancelled=False):
+            pending.append(line)
+            pending_bytes += len(line.body) if line.body is not None else 0
+            # Flush by rows or by bytes, so 20 KB answers do not make a batch 40x bigger.
+            if len(pending) >= cfg.ingest_batch_rows or pending_bytes >= FLUSH_BYTES:
+                written += writer.flush(pending)
+                pending_bytes = 0
+        written += writer.flush(pending)
+        writer.finish()
+    finally:
+        writer.stop()
+    return written
 
 
 def _part_index(svc: Services, part: PartRow) -> dict[str, tuple[int, int]]:
@@ -167,7 +178,10 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 class _Writer:
     """Turns parsed output lines into result rows (tuples in the table's column order) and
-    writes them, one short transaction per batch of lines."""
+    writes them, one short transaction per batch of lines, on ``WRITE_THREADS`` other
+    threads so the database inserts earlier batches while this thread parses the next (the
+    driver waits for the server without the GIL). The batches are independent (each is
+    idempotent), so their order of commit does not matter."""
 
     def __init__(self, svc: Services, part: PartRow, batch: BatchRow,
                  totals: dict[str, int] | None) -> None:
@@ -178,25 +192,76 @@ class _Writer:
         self.index = _part_index(svc, part) if part.request_count <= INDEX_MAX_REQUESTS else None
         #: Plain COPY until a row turns out to exist already (a re-ingest): then merge.
         self.fresh = True
+        #: At most two batches of rows wait for the write thread (bounded memory).
+        self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
 
     def flush(self, lines: list[OutputLine]) -> int:
+        """Turn ``lines`` into rows and write them: on a second thread when the part's index
+        is in memory (this thread parses the next lines meanwhile), else here."""
         if not lines:
             return 0
-        svc, part = self.svc, self.part
-        with svc.sessions.begin() as session:
-            index = (self.index if self.index is not None
-                     else parts.lookup_requests(session, part.batch_id, part.id,
-                                                [line.custom_id for line in lines]))
+        if self.index is None:
+            with self.svc.sessions() as session:
+                index = parts.lookup_requests(session, self.part.batch_id, self.part.id,
+                                              [line.custom_id for line in lines])
             rows = self.rows(lines, index)
-            self.fresh = write_results(session, rows, fresh=self.fresh)
-            # Still working: keep the lease so the sweep does not hand the part to another
-            # worker.
-            parts.set_next_poll(session, part.id,
-                                time.time() + svc.settings.pipeline.stale_seconds)
+            self._write(rows)
+        else:
+            rows = self.rows(lines, self.index)
+            self._put(rows)
         row_totals(rows, self.totals)
         count_rows(row[_OK] for row in rows)
         lines.clear()
         return len(rows)
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        """One short transaction: the rows, and the part's lease pushed forward (still
+        working: the sweep must not hand the part to another worker)."""
+        svc, part = self.svc, self.part
+        with svc.sessions.begin() as session:
+            if not write_results(session, rows, fresh=self.fresh):
+                self.fresh = False
+            parts.set_next_poll(session, part.id,
+                                time.time() + svc.settings.pipeline.stale_seconds)
+        crash_point(svc.settings, "mid_ingest")
+
+    def _put(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._error is not None:
+            self.finish()  # raises it
+        if not self._threads:
+            # SQLite has one writer at a time: a second thread would only wait for the lock.
+            count = WRITE_THREADS if self.svc.engine.dialect.name == "postgresql" else 1
+            self._threads = [threading.Thread(target=self._run, name=f"ingest-write-{n}",
+                                              daemon=True) for n in range(count)]
+            for thread in self._threads:
+                thread.start()
+        self._queue.put(rows)
+
+    def _run(self) -> None:
+        while (rows := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(rows)
+                except BaseException as exc:  # handed to the parsing thread in finish()
+                    self._error = exc
+
+    def finish(self) -> None:
+        """Wait until every row is written; raises what writing raised."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def stop(self) -> None:
+        """Let the write thread end when parsing failed (the error being raised wins)."""
+        with contextlib.suppress(Exception):
+            self.finish()
 
     def rows(self, lines: list[OutputLine], index: dict[str, tuple[int, int]]
              ) -> list[tuple[Any, ...]]:
