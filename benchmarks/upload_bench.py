@@ -16,9 +16,11 @@ Each round uploads the file to the emulator and to batchyard with the same strea
 client (the order alternates between rounds), and prints both times, the ratio
 batchyard / emulator (target <= 1.5) and the serving process's peak RSS during the upload
 (VmHWM after ``clear_refs``) next to its RSS before it, and the CPU seconds each server
-process used for its upload, plus on PostgreSQL the CPU of the bench database's backends
-(those alive at the round's end; the WAL writer and checkpointer are not counted). The
-upload is read back from batchyard once and compared byte for byte.
+process used for its upload (and, for batchyard, the CPU it used after answering, e.g.
+SQLite's WAL checkpoint; the next upload starts only once both servers are idle again),
+plus on PostgreSQL the CPU of the bench database's backends (those alive at the round's
+end; the WAL writer and checkpointer are not counted). The upload is read back from
+batchyard once and compared byte for byte.
 """
 
 from __future__ import annotations
@@ -130,6 +132,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def settle(pids: list[int], quiet: float = 0.01, timeout: float = 30.0) -> float:
+    """Wait until ``pids`` use under ``quiet`` CPU seconds per 0.2 s; return what they used."""
+    start = last = cpu_seconds(pids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds(pids)
+        if now - last < quiet:
+            break
+        last = now
+    return last - start
+
+
 def pg_backend_pids(db_url: str | None) -> list[int]:
     """PostgreSQL backends connected to the bench database (none on SQLite)."""
     if db_url is None:
@@ -208,12 +223,17 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
             order = [("emulator", emu, [emu_proc.pid]), ("batchyard", api, pids)]
             backends = pg_backend_pids(db_url)
             db_before = cpu_seconds(backends)
+            after_answer = 0.0
             for name, base, owned in (order if round_no % 2 == 0 else order[::-1]):
                 before = cpu_seconds(owned)
                 file_id_here, times[name] = upload(client, base, path)
                 cpu[name] = cpu_seconds(owned) - before
+                # Work a server does after answering (SQLite's WAL checkpoint) must not run
+                # into the other server's upload: wait until this one is idle again.
+                settled = settle(owned + backends)
                 if name == "batchyard":
                     file_id = file_id_here
+                    after_answer = settled
             new_backends = [p for p in pg_backend_pids(db_url) if p not in backends]
             db_cpu = cpu_seconds(backends) - db_before + cpu_seconds(new_backends)
             peak = max(vm_hwm_mb(p) for p in pids)
@@ -224,7 +244,7 @@ def run(args: argparse.Namespace, path: Path, tmp: Path) -> None:
                   f"{times['emulator']:6.2f} s ({size_mb / times['emulator']:6.1f} MB/s)  "
                   f"ratio {ratio:5.2f} (target <= 1.5)  server RSS before {idle:6.1f} MB, "
                   f"peak {peak:6.1f} MB  server CPU batchyard {cpu['batchyard']:.2f} s "
-                  f"emulator {cpu['emulator']:.2f} s"
+                  f"(+{after_answer:.2f} s after its answer) emulator {cpu['emulator']:.2f} s"
                   + (f", PostgreSQL backends {db_cpu:.2f} s" if db_url else ""))
         check_roundtrip(client, api, file_id, path)
         print(f"ratios: {', '.join(f'{r:.2f}' for r in ratios)}; "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any
@@ -39,6 +40,9 @@ from batchyard.storage.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the SQLite checkpoint thread is given to start before the upload goes on.
+CHECKPOINT_HEAD_START = 0.02
 
 #: Metadata of the storage package alone (tests may ``create_all`` it on a bare database).
 metadata = MetaData()
@@ -140,15 +144,19 @@ class DatabaseFileStore(StoreShortcuts):
     def _start_checkpoint(self) -> None:
         """SQLite: copy the WAL into the database file on a thread of its own, not waited for.
 
-        Returns once that thread is about to ask for the checkpoint, so it holds SQLite's
+        Returns once that thread has had time to start the checkpoint, so it holds SQLite's
         checkpoint lock before the caller's next commit (the file row) could start one of
         its own on the request's time: that commit's automatic checkpoint then finds the
-        lock taken and returns at once.
+        lock taken and returns at once. (If it loses that race, the commit checkpoints
+        instead: slower, never wrong.)
         """
         starting = threading.Event()
         threading.Thread(target=self._checkpoint, args=(starting,),
                          name="batchyard-store-checkpoint", daemon=True).start()
         starting.wait(5.0)
+        # The caller is blocked on this thread, so sleeping hands the GIL to the checkpoint
+        # thread, which enters SQLite (and takes its checkpoint lock) well within this.
+        time.sleep(CHECKPOINT_HEAD_START)
 
     def _checkpoint(self, starting: threading.Event) -> None:
         """PASSIVE: waits for no reader or writer. A crash before or during it loses
