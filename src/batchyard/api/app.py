@@ -25,10 +25,11 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path
+from starlette.types import ASGIApp
 
 from batchyard.api import admin, batches, costs, files, schedules
 from batchyard.api.errors import install_error_handlers
-from batchyard.api.fastpath import BatchFastPath
+from batchyard.api.fastpath import BatchFastPath, HotPathFront
 from batchyard.api.middleware import InputGuard, RequestIdMiddleware
 from batchyard.api.openapi import build_openapi
 from batchyard.config import Settings
@@ -64,6 +65,28 @@ def check_bind_safety(settings: Settings) -> None:
         raise ConfigError(
             f"refusing to serve on {settings.api.host} without a master key: set "
             "BATCHYARD_MASTER_KEY, or bind 127.0.0.1 for keyless local use")
+
+
+class BatchyardAPI(FastAPI):
+    """FastAPI whose middleware stack starts with :class:`HotPathFront`.
+
+    ``GET .../batches/{id}`` and ``POST .../batches`` run through the app's own middleware
+    (the ones added with ``add_middleware``, same order) around :class:`BatchFastPath`,
+    skipping the framework's server-error, telemetry, body-limit and exception layers,
+    whose work those two handlers do themselves; everything else takes the full stack.
+    """
+
+    fast_path = True
+
+    def build_middleware_stack(self) -> ASGIApp:
+        full = super().build_middleware_stack()
+        if not self.fast_path:
+            return full
+        fast = BatchFastPath(full, ROUTE_PREFIXES)
+        hot: ASGIApp = fast
+        for middleware in reversed(self.user_middleware):  # innermost first
+            hot = middleware.cls(hot, *middleware.args, **middleware.kwargs)
+        return HotPathFront(full, fast, hot)
 
 
 _FROZEN: list[bool] = []
@@ -112,16 +135,15 @@ def create_app(settings: Settings, services: Any | None = None, *,
             await anyio.to_thread.run_sync(nudger.close)
             built.close()
 
-    app = FastAPI(title="batchyard", version="1", lifespan=lifespan, docs_url="/docs",
-                  redoc_url=None, openapi_url="/openapi.json")
+    app = BatchyardAPI(title="batchyard", version="1", lifespan=lifespan, docs_url="/docs",
+                       redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    # Added first, so it runs inside RequestIdMiddleware (ids and the crash envelope).
-    if fast_path:
-        app.add_middleware(BatchFastPath, route_prefixes=ROUTE_PREFIXES)
-    # Outside the fast path, so both ways of answering see the same refusals.
+    app.fast_path = fast_path
+    # Both ways of answering see the same refusals, ids and counts: these three wrap the
+    # router here, and the fast path in its own short chain (BatchyardAPI).
     app.add_middleware(InputGuard, max_header_bytes=settings.api.max_header_bytes,
                        body_timeout=settings.api.body_read_timeout)
     app.add_middleware(RequestIdMiddleware)

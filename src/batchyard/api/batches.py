@@ -63,7 +63,8 @@ def create_in_service(svc: Services, who: Principal, body: CreateBatchBody,
         svc, owner=who.owner, input_file_id=body.input_file_id, endpoint=body.endpoint,
         completion_window=body.completion_window, metadata=body.metadata, model=body.model,
         provider=provider, estimate_pico=estimate)
-    logger.info("api.batch_created", extra={"batch_id": record.id})
+    # Debug only: the service already logs each created batch at INFO (one line, not two).
+    logger.debug("api.batch_created", extra={"batch_id": record.id})
     return record
 
 

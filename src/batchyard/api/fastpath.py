@@ -10,6 +10,11 @@ functions as the app's exception handlers (a parity test holds the two paths to 
 answers). Every other request, including these calls under a path it does not recognise (a
 ``root_path``, a trailing slash), goes on to the full app unchanged; the routes stay there
 too and document the API.
+
+:class:`HotPathFront` puts these two ahead of the framework's own middleware as well (its
+server-error, telemetry and body-limit layers): a hot request runs through the app's
+metrics, request-id and input-guard middleware and this handler only, while every other
+request goes down the full stack, which has the same three middleware in the same order.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class BatchFastPath:
         else:
             await self.app(scope, receive, send)
 
+    def serves(self, scope: Scope) -> bool:
+        """Whether this request is one of the two shapes answered here."""
+        return retrieve_batch_id(scope, self.prefixes) is not None or self._is_create(scope)
+
     def _is_create(self, scope: Scope) -> bool:
         return (scope["type"] == "http" and scope["method"] == "POST"
                 and not scope.get("root_path") and scope["path"] in self.creates)
@@ -75,3 +84,23 @@ class BatchFastPath:
         except BatchyardError as exc:
             response = error_response(exc, scope["path"])
         await response(scope, receive, send)
+
+
+class HotPathFront:
+    """The top of the app's middleware stack: hot requests take a short chain of their own.
+
+    ``hot`` is the app's own middleware (metrics, request ids, input guard) around a
+    :class:`BatchFastPath`; ``full`` is the framework's whole stack (which holds the same
+    middleware, without the fast path) for every other request.
+    """
+
+    def __init__(self, full: ASGIApp, fast: BatchFastPath, hot: ASGIApp) -> None:
+        self.full = full
+        self.fast = fast
+        self.hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast.serves(scope):
+            await self.hot(scope, receive, send)
+        else:
+            await self.full(scope, receive, send)
