@@ -21,11 +21,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 from pydantic import SecretStr
 
@@ -78,28 +76,33 @@ def _backends(engine: sa.Engine, dbname: str) -> list[int]:
                     "pid <> pg_backend_pid()"), {"d": dbname})]
 
 
+_ALONE = """
+import sys, threading, time, httpx
+base, seconds, threads, ids = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+done = [0] * threads
+stop = time.monotonic() + seconds
+def run(slot):
+    with httpx.Client(base_url=base + "/v1", headers={"Authorization": "Bearer sk"}) as c:
+        i = slot
+        while time.monotonic() < stop:
+            c.get("/batches/" + ids[i % len(ids)]).raise_for_status()
+            done[slot] += 1
+            i += threads
+pool = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+start = time.monotonic()
+[t.start() for t in pool]
+[t.join() for t in pool]
+print(sum(done) / (time.monotonic() - start))
+"""
+
+
 def emulator_alone(base_url: str, provider_ids: list[str], threads: int,
                    seconds: float = 3.0) -> float:
-    """Retrieves per second the emulator serves to keep-alive clients on ``threads``."""
-    done = [0] * threads
-    stop = time.monotonic() + seconds
-
-    def run(slot: int) -> None:
-        with httpx.Client(base_url=f"{base_url}/v1",
-                          headers={"Authorization": "Bearer sk-bench"}) as client:
-            i = slot
-            while time.monotonic() < stop:
-                client.get(f"/batches/{provider_ids[i % len(provider_ids)]}").raise_for_status()
-                done[slot] += 1
-                i += threads
-
-    pool = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-    start = time.monotonic()
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return sum(done) / (time.monotonic() - start)
+    """Retrieves per second the emulator serves to keep-alive httpx clients on ``threads``
+    threads of another process (the provider-direct reference: no batchyard in between)."""
+    out = subprocess.run([sys.executable, "-c", _ALONE, base_url, str(seconds), str(threads),
+                          *provider_ids[:500]], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
 
 
 def wait_ready(settings: Settings, count: int, timeout: float = 60.0) -> None:
@@ -150,6 +153,11 @@ def sweep(settings: Settings, engine: sa.Engine, dbname: str, parts: int, worker
     finally:
         for proc in procs:
             stop_process(proc)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    problems = [line[:300] for line in text.splitlines()
+                if "raised unexpected" in line or "did not answer" in line or "crashed" in line]
+    if problems:
+        print(f"  {len(problems)} problem lines in {log}, first: {problems[0]}", flush=True)
     return {"seconds": elapsed, "polls_s": parts / elapsed,
             "worker_ms": worker_cpu * 1000 / parts, "pg_ms": pg_cpu * 1000 / parts,
             "emulator_ms": bench_cpu * 1000 / parts}
@@ -165,6 +173,8 @@ def main() -> None:
     parser.add_argument("--claim-size", type=int, default=100)
     parser.add_argument("--tick", type=float, default=1.0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--lease", type=float, default=300.0, help="stale_seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the worker logs")
     args = parser.parse_args()
 
     url, dbname = fresh_pg()
@@ -176,7 +186,7 @@ def main() -> None:
             openai_api_key=SecretStr("sk-bench"), openai_api_base=f"{server.base_url}/v1",
             pipeline=PipelineSettings(
                 poll_min_seconds=3600, poll_max_seconds=3600, first_poll_seconds=3600,
-                stale_seconds=300, tick_seconds=args.tick, poll_claim_size=args.claim_size,
+                stale_seconds=args.lease, tick_seconds=args.tick, poll_claim_size=args.claim_size,
                 poll_concurrency=args.poll_concurrency, queue=f"pollbench{os.getpid()}"))
         migrate.upgrade(url)
         svc = build_services(settings)
@@ -202,7 +212,10 @@ def main() -> None:
     finally:
         server.stop()
         drop_pg(dbname)
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        if args.keep:
+            print(f"worker logs kept in {tmp}")
+        else:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
 if __name__ == "__main__":

@@ -106,14 +106,29 @@ def poll_due_parts(svc: Services, _hint: str = ANY_DUE) -> int:
         return 0
     pauses = _Pauses()
     workers = max(1, min(svc.settings.pipeline.poll_concurrency, len(claimed)))
-    if workers == 1:
-        answers = [_ask(svc, part, pauses) for part in claimed]
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-            answers = list(pool.map(lambda part: _ask(svc, part, pauses), claimed))
-    crash_point(svc.settings, "mid_poll")
-    _record(svc, claimed, answers, pauses)
+    try:
+        if workers == 1:
+            answers = [_ask(svc, part, pauses) for part in claimed]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+                answers = list(pool.map(lambda part: _ask(svc, part, pauses), claimed))
+        crash_point(svc.settings, "mid_poll")
+        _record(svc, claimed, answers, pauses)
+    except Exception:
+        _release(svc, [part.id for part in claimed])
+        raise
     return len(claimed)
+
+
+def _release(svc: Services, part_ids: list[str]) -> None:
+    """Best effort after a failed write: the claimed parts are due again at once instead of
+    after their lease (a part already written is merely polled once more)."""
+    try:
+        with svc.engine.begin() as conn:
+            parts.record_polls(conn, POLL_PART_STATUSES,
+                               [{"id": pid, "next_poll_at": time.time()} for pid in part_ids])
+    except Exception:
+        logger.warning("poll.release_failed", exc_info=True, extra={"parts": len(part_ids)})
 
 
 def _claim(svc: Services) -> list[Row[Any]]:
