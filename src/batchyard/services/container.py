@@ -43,6 +43,7 @@ class ProviderPool:
         self._deployments = deployments
         self._clients: dict[tuple[str, bool], SyncProviderClient] = {}
         self._anthropic: dict[tuple[str, bool], AnthropicClient] = {}
+        self._pollers: dict[str, SyncProviderClient | AnthropicClient] = {}
         self._lock = threading.Lock()
 
     def _http(self, once: bool) -> HttpSettings:
@@ -62,12 +63,30 @@ class ProviderPool:
                 self._anthropic[(deployment_id, once)] = client
             return client
 
-    def batches_for(self, deployment_id: str, *, once: bool = False) -> BatchClient:
-        """The client that retrieves and cancels this deployment's batches, any provider
-        (``once``: no retries of its own; the poller reschedules instead, and sees a 429)."""
+    def batches_for(self, deployment_id: str) -> BatchClient:
+        """The client that retrieves and cancels this deployment's batches, any provider."""
         if self._deployments.get(deployment_id).provider == "anthropic":
-            return self.anthropic_for(deployment_id, once=once)
-        return self.for_deployment(deployment_id, once=once)
+            return self.anthropic_for(deployment_id)
+        return self.for_deployment(deployment_id)
+
+    def poller_for(self, deployment_id: str) -> BatchClient:
+        """The client polls use, any provider: its own keep-alive connections, no retries
+        of its own (a failed poll is rescheduled, and a 429 is seen: it pauses the
+        deployment), and a read timeout of at most ``poll_timeout_seconds``."""
+        from batchyard.providers import build_anthropic_provider, build_provider
+
+        with self._lock:
+            client = self._pollers.get(deployment_id)
+            if client is None:
+                dep = self._deployments.get(deployment_id)
+                http = self._settings.http
+                http = http.model_copy(update={"max_attempts": 1, "read_timeout": min(
+                    http.read_timeout, self._settings.pipeline.poll_timeout_seconds)})
+                build = build_anthropic_provider if dep.provider == "anthropic" else (
+                    build_provider)
+                client = build(provider_config(dep), http, label=deployment_id)
+                self._pollers[deployment_id] = client
+            return client
 
     def for_deployment(self, deployment_id: str, *, once: bool = False) -> SyncProviderClient:
         """The client of the deployment with this id.
@@ -94,6 +113,9 @@ class ProviderPool:
                 client.close()
             for anthropic in self._anthropic.values():
                 anthropic.close()
+            for poller in self._pollers.values():
+                poller.close()
+            self._pollers.clear()
             self._clients.clear()
             self._anthropic.clear()
 

@@ -7,8 +7,9 @@ A ``poll`` task (:func:`poll_due_parts`):
 1. claims up to ``poll_claim_size`` due parts in one statement that also pushes their
    ``next_poll_at`` out by a lease and returns what the poll needs, the batch's cancel flag
    included (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: two tasks never take the same part);
-2. asks the provider about them concurrently, on each deployment's shared HTTP client
-   (connections kept alive), with no retries of its own: a failed poll is just rescheduled;
+2. asks the provider about them concurrently, on each deployment's shared poll client
+   (connections kept alive, a bounded read timeout), with no retries of its own: a failed
+   poll is just rescheduled;
 3. writes back in one transaction: executemany UPDATEs of what changed, and status moves
    (``transition_part``, with their event rows) for provider batches that ended; then each
    touched batch's live counts, once per batch.
@@ -145,7 +146,7 @@ def _ask(svc: Services, part: Row[Any], pauses: _Pauses) -> _Answer:
     if (until := pauses.get(deployment)) is not None:
         return _Answer(paused_until=until)
     try:
-        provider = svc.providers.batches_for(deployment, once=True)
+        provider = svc.providers.poller_for(deployment)
         if part.cancel_requested and part.status == PartStatus.SUBMITTED:
             return _Answer(snapshot=_cancel(svc, provider, part))
         return _Answer(snapshot=provider.retrieve_batch(str(part.provider_batch_id)))
