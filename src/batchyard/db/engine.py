@@ -31,7 +31,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # two writers queue on busy_timeout rather than failing with "database is locked".
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    # Worker threads plus the poll tick's thread pool share one engine per process. The
+    # Worker threads plus the poll tasks' thread pools share one engine per process. The
     # pool keeps 20: with 16 concurrent API clients a pool of 10 closed an overflow connection
     # at nearly every checkin and opened a new one (a PostgreSQL backend start) soon after.
     kwargs.setdefault("pool_size", 20)

@@ -82,7 +82,7 @@ OPEN_BATCH_STATUSES = (_B.VALIDATING, _B.IN_PROGRESS, _B.FINALIZING, _B.CANCELLI
 
 #: Parts before their provider batch exists (driven by the submit task).
 SUBMIT_PART_STATUSES = (_P.PENDING, _P.UPLOADING, _P.UPLOADED, _P.SUBMITTING)
-#: Parts while the provider runs them (driven by the poll tick).
+#: Parts while the provider runs them (driven by the poll task).
 POLL_PART_STATUSES = (_P.SUBMITTED, _P.CANCELLING)
 #: Parts that still need work; the batch is finished only when none is left.
 LIVE_PART_STATUSES = (*SUBMIT_PART_STATUSES, *POLL_PART_STATUSES, _P.INGESTING)

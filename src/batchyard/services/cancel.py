@@ -1,7 +1,7 @@
 """cancel: stop a batch's remaining work, keeping every result already in SQL.
 
 The API call only records the wish (``cancel_requested``, status ``cancelling``). This task
-cancels parts not yet at the provider; parts at the provider are cancelled by the poll tick
+cancels parts not yet at the provider; parts at the provider are cancelled by their next poll
 (which sees the flag), ingested like any other, and the batch ends ``cancelled``.
 """
 
