@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from batchyard.broker.nudge import BackgroundNudger, RedisNudger, celery_nudger
+from batchyard.broker.nudge import BackgroundNudger, RedisNudger, SqliteNudger, celery_nudger
 from batchyard.broker.tasks import task_name, task_queue
 from batchyard.config import PipelineSettings, Settings
 from batchyard.worker.app import create_celery
@@ -171,3 +171,42 @@ def test_a_real_worker_runs_raw_redis_nudges_and_acks_them(redis_url: str,
                                  + [("ingest", "part_1")])
     assert left == [0, 0]
     assert unacked == []
+
+
+def test_a_real_worker_runs_raw_embedded_nudges(tmp_path: Path) -> None:
+    """The embedded broker: the first nudge goes through kombu (tables, queue row), the rest
+    are raw rows, all in kombu's shape, and the worker's own app consumes every one."""
+    settings = Settings(data_dir=tmp_path)
+    app = create_celery(settings)
+    ran: list[tuple[str, str]] = []
+    for short in ("prepare", "ingest"):
+        app.tasks.unregister(task_name(short))
+        app.task(name=task_name(short), bind=True, acks_late=True, shared=False)(
+            _recorder(short, ran))
+    raw_nudger = SqliteNudger(settings)
+    raw_nudger("prepare", "batch_0")  # no broker tables yet: kombu creates them
+    raw_nudger.send_many([("prepare", f"batch_{n}") for n in range(1, 5)])
+    raw_nudger("ingest", "part_1")
+    with sqlite3.connect(tmp_path / "broker.db") as conn:
+        rows = conn.execute("SELECT q.name, m.payload, m.visible, m.version FROM kombu_message m"
+                            " JOIN kombu_queue q ON q.id = m.queue_id ORDER BY m.id").fetchall()
+    assert [(q, *task_of(json.loads(p)), v, ver) for q, p, v, ver in rows] == [
+        *((task_queue(settings, "prepare"), "batchyard.prepare", [f"batch_{n}"], 1, 1)
+          for n in range(5)),
+        (task_queue(settings, "ingest"), "batchyard.ingest", ["part_1"], 1, 1)]
+    kombu_made, ours = (_drop_ids(json.loads(rows[i][1])) for i in (0, 1))
+    assert {**ours, "body": None, "headers": {**ours["headers"], "argsrepr": None}} == {
+        **kombu_made, "body": None, "headers": {**kombu_made["headers"], "argsrepr": None}}
+
+    queues = [task_queue(settings, "prepare"), task_queue(settings, "ingest")]
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=queues,
+                      shutdown_timeout=10):
+        deadline = time.monotonic() + 30
+        while len(ran) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    raw_nudger.close()
+    assert sorted(ran) == sorted([("prepare", f"batch_{n}") for n in range(5)]
+                                 + [("ingest", "part_1")])
+    with sqlite3.connect(tmp_path / "broker.db") as conn:
+        left = conn.execute("SELECT count(*) FROM kombu_message WHERE visible").fetchone()[0]
+    assert left == 0

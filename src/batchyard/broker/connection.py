@@ -57,7 +57,7 @@ class _WalSqlaChannel(SqlaChannel):
 
     def _engine_from_config(self) -> Any:
         engine = super()._engine_from_config()
-        event.listen(engine, "connect", _broker_pragmas)
+        event.listen(engine, "connect", broker_pragmas)
         return engine
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
@@ -78,7 +78,8 @@ class _WalSqlaChannel(SqlaChannel):
             raise
 
 
-def _broker_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def broker_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """The embedded broker file's settings, on every connection to it (WAL, NORMAL sync)."""
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,8 +24,9 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
+from sqlalchemy.engine import make_url
 
-from batchyard.broker.connection import configure_producer
+from batchyard.broker.connection import broker_pragmas, configure_producer
 from batchyard.broker.tasks import TASK_QUEUES, task_name, task_queue
 from batchyard.config import Settings
 
@@ -43,7 +45,31 @@ def build_nudger(settings: Settings) -> Callable[[str, str], None]:
     """The cheapest nudge function for the deployment's broker."""
     if RedisNudger.supports(settings):
         return RedisNudger(settings)
+    if SqliteNudger.supports(settings):
+        return SqliteNudger(settings)
     return celery_nudger(settings)
+
+
+def celery_message(task: str, object_id: str, queue_name: str, host: str) -> dict[str, Any]:
+    """``send_task(batchyard.<task>, args=[object_id], queue=queue_name)`` as kombu stores it:
+    Celery task protocol 2, JSON body, base64 body encoding, priority 0, default exchange."""
+    task_id = str(uuid.uuid4())
+    body = base64.b64encode(orjson.dumps([[object_id], {}, _EMBED])).decode("ascii")
+    return {
+        "body": body, "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": task_name(task), "id": task_id, "shadow": None,
+            "eta": None, "expires": None, "group": None, "group_index": None,
+            "retries": 0, "timelimit": [None, None], "root_id": task_id,
+            "parent_id": None, "argsrepr": repr([object_id]), "kwargsrepr": "{}",
+            "origin": f"gen{os.getpid()}@{host}", "ignore_result": None,
+            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}},
+        "properties": {
+            "correlation_id": task_id, "reply_to": str(uuid.uuid4()),
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue_name},
+            "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+    }
 
 
 class RedisNudger:
@@ -70,25 +96,8 @@ class RedisNudger:
     def message(self, task: str, object_id: str) -> tuple[str, bytes]:
         """The queue and the raw message of one nudge, as kombu would have pushed it."""
         queue_name = self._queues[task]
-        task_id = str(uuid.uuid4())
-        args_repr = repr([object_id])
-        body = base64.b64encode(orjson.dumps([[object_id], {}, _EMBED])).decode("ascii")
-        message: dict[str, Any] = {
-            "body": body, "content-encoding": "utf-8", "content-type": "application/json",
-            "headers": {
-                "lang": "py", "task": task_name(task), "id": task_id, "shadow": None,
-                "eta": None, "expires": None, "group": None, "group_index": None,
-                "retries": 0, "timelimit": [None, None], "root_id": task_id,
-                "parent_id": None, "argsrepr": args_repr, "kwargsrepr": "{}",
-                "origin": f"gen{os.getpid()}@{self._host}", "ignore_result": None,
-                "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}},
-            "properties": {
-                "correlation_id": task_id, "reply_to": str(uuid.uuid4()),
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue_name},
-                "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-        }
-        return queue_name, orjson.dumps(message)
+        return queue_name, orjson.dumps(celery_message(task, object_id, queue_name,
+                                                       self._host))
 
     def send_many(self, nudges: Sequence[Nudge]) -> None:
         """Push ``nudges`` in order, in one round trip."""
@@ -128,6 +137,88 @@ def celery_nudger(settings: Settings) -> Callable[[str, str], None]:
         logger.debug("nudge.sent", extra={"task": task, "object_id": object_id})
 
     return nudge
+
+
+class SqliteNudger:
+    """Nudges on the embedded broker without kombu: one INSERT per message, one commit per batch.
+
+    The row is the one kombu's SQLAlchemy transport writes (``kombu_message``: the JSON
+    message, visible, version 1, the queue's id; see ``broker/connection.py``), through a
+    plain sqlite3 connection with the broker's pragmas (WAL, synchronous=NORMAL). A queue
+    whose row kombu has not created yet (a fresh broker file) gets its first nudges through
+    :func:`celery_nudger`, which creates the tables and the queue row.
+    """
+
+    _INSERT = ("INSERT INTO kombu_message (visible, payload, version, queue_id) "
+               "VALUES (1, ?, 1, ?)")
+
+    def __init__(self, settings: Settings) -> None:
+        url = make_url(settings.effective_broker_url.removeprefix("sqla+"))
+        self._path = url.database or ""
+        self._queues = {short: task_queue(settings, short) for short in TASK_QUEUES}
+        self._host = socket.gethostname()
+        self._fallback = celery_nudger(settings)
+        self._queue_ids: dict[str, int] = {}
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def supports(settings: Settings) -> bool:
+        """Whether the broker is the embedded SQLite file."""
+        url = settings.effective_broker_url
+        return url.startswith("sqla+sqlite:///") and ":memory:" not in url
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            broker_pragmas(conn, None)
+            self._conn = conn
+        return self._conn
+
+    def _queue_id(self, conn: sqlite3.Connection, queue_name: str) -> int | None:
+        found = self._queue_ids.get(queue_name)
+        if found is None:
+            try:
+                row = conn.execute("SELECT id FROM kombu_queue WHERE name = ?",
+                                   (queue_name,)).fetchone()
+            except sqlite3.OperationalError:  # no tables yet: kombu creates them
+                return None
+            if row is not None:
+                found = self._queue_ids[queue_name] = int(row[0])
+        return found
+
+    def send_many(self, nudges: Sequence[Nudge]) -> None:
+        """Insert ``nudges`` in order, in one transaction."""
+        with self._lock:
+            conn = self._connection()
+            rows: list[tuple[str, int]] = []
+            for task, object_id in nudges:
+                queue_name = self._queues[task]
+                queue_id = self._queue_id(conn, queue_name)
+                if queue_id is None:
+                    self._flush(conn, rows)
+                    rows = []
+                    self._fallback(task, object_id)
+                    continue
+                message = celery_message(task, object_id, queue_name, self._host)
+                rows.append((orjson.dumps(message).decode(), queue_id))
+            self._flush(conn, rows)
+
+    def _flush(self, conn: sqlite3.Connection, rows: list[tuple[str, int]]) -> None:
+        if rows:
+            with conn:  # BEGIN ... COMMIT (rolled back if an insert fails)
+                conn.execute("BEGIN")
+                conn.executemany(self._INSERT, rows)
+
+    def __call__(self, task: str, object_id: str) -> None:
+        self.send_many([(task, object_id)])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 class BackgroundNudger:

@@ -10,6 +10,7 @@ autocommit connection).
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -102,6 +103,7 @@ def _insert_batch_and_event(names: tuple[str, ...]) -> Insert:
 
 
 _INSERT_EVENT = insert(EventRow)
+_SQLITE_CREATES = threading.Lock()
 
 
 def insert_batch(engine: Engine, values: dict[str, Any], *,
@@ -118,7 +120,10 @@ def insert_batch(engine: Engine, values: dict[str, Any], *,
             conn.execution_options(isolation_level="AUTOCOMMIT")
             inserted = conn.execute(_insert_batch_and_event(tuple(values)), params).first()
     else:
-        with engine.begin() as conn:  # SQLite has no data-modifying CTEs
+        # SQLite has one writer at a time, and a connection that finds the write lock taken
+        # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms): concurrent creates of one
+        # process wait their turn on a lock here instead, woken as soon as it is free.
+        with _SQLITE_CREATES, engine.begin() as conn:  # SQLite has no data-modifying CTEs
             inserted = conn.execute(_insert_batch_if_input_ok(tuple(values)), params).first()
             if inserted is not None:
                 conn.execute(_INSERT_EVENT, {"batch_id": values["id"], "part_id": None,
