@@ -71,8 +71,9 @@ class PipelineSettings(BaseModel):
     poll_claim_size: int = 100
     #: How long polls of a deployment pause after it answered 429 without a Retry-After.
     poll_rate_limit_seconds: float = 10.0
-    #: Read timeout of one poll (a retrieve or cancel); a poll that times out is rescheduled.
-    poll_timeout_seconds: float = 30.0
+    #: Read timeout of one poll (a retrieve or cancel): a stalled call holds back its whole
+    #: claim; a poll that times out is rescheduled.
+    poll_timeout_seconds: float = 10.0
 
 
 class ScheduleSettings(BaseModel):
