@@ -34,6 +34,8 @@ def test_anthropic_models_are_priced_at_batch_rates_with_cached_input() -> None:
     assert isinstance(price, Price)
     assert (price.input * _M, price.output * _M) == (Decimal("0.5"), Decimal("2.5"))
     assert price.cached_input is not None and price.cached_input * _M == Decimal("0.05")
+    # Prompt-cache writes cost 1.25x input (5-minute cache), also at the batch discount.
+    assert price.cache_write is not None and price.cache_write * _M == Decimal("0.625")
 
 
 def test_a_deployment_override_wins_over_the_table() -> None:
@@ -87,3 +89,34 @@ def test_an_anthropic_deployment_is_priced_from_the_anthropic_table() -> None:
     assert request_cost(price, input_tokens=1_000, output_tokens=100, cached_tokens=800) == (
         Decimal(200) * Decimal("0.5") + Decimal(800) * Decimal("0.05")
         + Decimal(100) * Decimal("2.5")) / 10**6
+
+
+def test_ingest_prices_a_claude_answer_with_cache_writes_above_plain_input() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from batchyard.domain.jsonl import iter_output_lines
+    from batchyard.services.costs import RowPricer
+
+    dep = Deployment(id="claude", model_name="claude", provider="anthropic",
+                     model="claude-haiku-4-5")
+    svc = cast(Any, SimpleNamespace(prices=_book(dep)))
+    pricer = RowPricer(svc, cast(Any, SimpleNamespace(deployment="claude")),
+                       cast(Any, SimpleNamespace(model="claude-haiku-4-5", created_at=1.7e9)))
+    usage = {"input_tokens": 1_000, "output_tokens": 100, "cache_read_input_tokens": 0}
+
+    def cost(**cache: int) -> int:
+        body = {"type": "message", "model": "claude-haiku-4-5", "content": [],
+                "usage": {**usage, **cache}}
+        line = b'{"custom_id":"a","response":{"status_code":200,"body":%s}}\n' % (
+            __import__("orjson").dumps(body))
+        (parsed,) = iter_output_lines([line])
+        value = pricer.values(parsed)[1]
+        assert value is not None
+        return value
+
+    plain = cost()
+    # 4,000 more prompt tokens written to the cache cost 0.625 $/M each at batch rates,
+    # read from it 0.05 $/M.
+    assert cost(cache_creation_input_tokens=4_000) - plain == 4_000 * 625_000
+    assert cost(cache_read_input_tokens=4_000) - plain == 4_000 * 50_000

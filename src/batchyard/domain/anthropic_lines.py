@@ -366,9 +366,12 @@ def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
         value = usage.get(name)
         return value if isinstance(value, int) else 0
 
-    cached = count("cache_read_input_tokens")
-    prompt = count("input_tokens") + count("cache_creation_input_tokens") + cached
+    cached, written = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
+    prompt = count("input_tokens") + written + cached
     completion = count("output_tokens")
+    # The two cache counts are also given under Anthropic's names (as LiteLLM does), so the
+    # cache writes, which cost more than plain input, can be priced apart.
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": cached}

@@ -50,6 +50,8 @@ class OutputLine(NamedTuple):
     #: Cached input tokens (part of ``input_tokens``) and the model that answered.
     cached_tokens: int = 0
     model: str | None = None
+    #: Prompt-cache writes (part of ``input_tokens``; Anthropic prices them apart).
+    cache_write_tokens: int = 0
 
 
 def is_retryable(status_code: int | None, error_code: str | None, *,
@@ -67,13 +69,28 @@ def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
 
-def _usage_of(usage: dict[str, Any]) -> tuple[int, int, int, int]:
-    inp = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+def _usage_of(usage: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """(input, output, total, cache-read, cache-write) tokens; input includes the cache.
+
+    OpenAI's names (chat and responses), the translated Anthropic usage (which adds
+    ``cache_creation_input_tokens``) and Anthropic's own usage (where ``input_tokens``
+    leaves the cache reads and writes out) are all understood.
+    """
+    write = _int(usage.get("cache_creation_input_tokens"))
     out = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    if "prompt_tokens" not in usage and ("cache_read_input_tokens" in usage or write):
+        cached = _int(usage.get("cache_read_input_tokens"))
+        inp = _int(usage.get("input_tokens")) + cached + write
+        return inp, out, inp + out, cached, write
+    inp = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     total = _int(usage.get("total_tokens")) or inp + out
     details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
-    cached = _int(details.get("cached_tokens")) if type(details) is dict else 0
-    return inp, out, total, cached
+    if type(details) is dict:
+        cached = _int(details.get("cached_tokens"))
+        write = write or _int(details.get("cache_write_tokens"))
+    else:
+        cached = 0
+    return inp, out, total, cached, write
 
 
 def _body_error(body: Any) -> tuple[str | None, str | None]:
@@ -128,17 +145,18 @@ def _from_response(line_no: int, custom_id: str, response: dict[str, Any],
             model = None
     else:
         usage = model = None
-    inp, out, total, cached = _usage_of(usage) if type(usage) is dict else (0, 0, 0, 0)
+    inp, out, total, cached, write = (_usage_of(usage) if type(usage) is dict
+                                      else (0, 0, 0, 0, 0))
     if 200 <= status < 300:  # the common case first: no error fields to look for
         return OutputLine(custom_id, True, status, str(request_id) if request_id else None,
                           orjson.dumps(body) if body is not None else None, None, None,
-                          inp, out, total, False, line_no, cached, model)
+                          inp, out, total, False, line_no, cached, model, write)
     code, message = _body_error(body)
     return OutputLine(custom_id, False, status, str(request_id) if request_id else None,
                       orjson.dumps(body) if body is not None else None, code, message,
                       inp, out, total,
                       is_retryable(status, code, retry_cancelled=retry_cancelled), line_no,
-                      cached, model)
+                      cached, model, write)
 
 
 def iter_output_lines(chunks: Iterable[bytes], *,

@@ -34,7 +34,8 @@ class Price:
     """Batch prices per token of one model at one deployment.
 
     ``cached_input`` is ``None`` when the source does not know a cached-input price (cached
-    tokens are then charged as ordinary input). ``source`` says where the numbers came
+    tokens are then charged as ordinary input); ``cache_write`` likewise for prompt-cache
+    writes (Anthropic charges them above the input price). ``source`` says where the numbers came
     from: ``genai-prices <version>`` or ``config:<deployment id>``. ``tiers`` are the
     prices of long prompts: ``(from input tokens, price)`` pairs, ascending.
     """
@@ -45,13 +46,17 @@ class Price:
     source: str
     currency: str = CURRENCY
     tiers: tuple[tuple[int, Price], ...] = ()
-    #: The three rates in integer pico-dollars when they are whole (they always are for
-    #: published prices): ingest then prices a row with integer arithmetic only.
-    pico_rates: tuple[int, int, int] | None = field(init=False, compare=False, default=None)
+    cache_write: Decimal | None = None
+    #: The rates (input, cached input, output, cache write) in integer pico-dollars when
+    #: they are whole (they always are for published prices): ingest then prices a row with
+    #: integer arithmetic only.
+    pico_rates: tuple[int, int, int, int] | None = field(init=False, compare=False,
+                                                         default=None)
 
     def __post_init__(self) -> None:
         cached = self.cached_input if self.cached_input is not None else self.input
-        rates = [amount / _PICO for amount in (self.input, cached, self.output)]
+        write = self.cache_write if self.cache_write is not None else self.input
+        rates = [amount / _PICO for amount in (self.input, cached, self.output, write)]
         if all(rate == rate.to_integral_value() for rate in rates):
             object.__setattr__(self, "pico_rates", tuple(int(rate) for rate in rates))
 
@@ -74,26 +79,37 @@ class Unpriced:
 PriceLookup = Price | Unpriced
 
 
+def _split_input(input_tokens: int, cached_tokens: int,
+                 cache_write_tokens: int) -> tuple[int, int, int]:
+    """(plain, cache-read, cache-write) parts of ``input_tokens``, which includes both."""
+    cached = min(max(cached_tokens, 0), input_tokens)
+    write = min(max(cache_write_tokens, 0), input_tokens - cached)
+    return input_tokens - cached - write, cached, write
+
+
 def request_cost(price: Price, *, input_tokens: int, output_tokens: int,
-                 cached_tokens: int = 0) -> Decimal:
-    """The exact cost of one request's usage (cached tokens are part of ``input_tokens``)."""
+                 cached_tokens: int = 0, cache_write_tokens: int = 0) -> Decimal:
+    """The exact cost of one request's usage (cache reads and writes are part of
+    ``input_tokens``; each is charged as plain input when its price is unknown)."""
     price = price.for_input(input_tokens)
-    cached = min(max(cached_tokens, 0), input_tokens) if price.cached_input is not None else 0
+    plain, cached, write = _split_input(input_tokens, cached_tokens, cache_write_tokens)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
-    return ((input_tokens - cached) * price.input + cached * cached_rate
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    return (plain * price.input + cached * cached_rate + write * write_rate
             + output_tokens * price.output)
 
 
 def request_cost_pico(price: Price, input_tokens: int, output_tokens: int,
-                      cached_tokens: int = 0) -> int:
+                      cached_tokens: int = 0, cache_write_tokens: int = 0) -> int:
     """:func:`request_cost` in integer pico-dollars (integer maths when the rates allow)."""
     price = price.for_input(input_tokens)
     rates = price.pico_rates
     if rates is None:
         return to_pico(request_cost(price, input_tokens=input_tokens,
-                                    output_tokens=output_tokens, cached_tokens=cached_tokens))
-    cached = min(max(cached_tokens, 0), input_tokens)
-    return (input_tokens - cached) * rates[0] + cached * rates[1] + output_tokens * rates[2]
+                                    output_tokens=output_tokens, cached_tokens=cached_tokens,
+                                    cache_write_tokens=cache_write_tokens))
+    plain, cached, write = _split_input(input_tokens, cached_tokens, cache_write_tokens)
+    return plain * rates[0] + cached * rates[1] + output_tokens * rates[2] + write * rates[3]
 
 
 def to_pico(amount: Decimal) -> int:
@@ -196,7 +212,8 @@ _BATCH_FIELDS = ("input_cost_per_token_batches", "output_cost_per_token_batches"
 #: Synchronous prices: the batch discount applies.
 _SYNC_FIELDS = ("input_cost_per_token", "output_cost_per_token")
 _CACHED_FIELD = "cache_read_input_token_cost"
-PRICE_FIELDS = (*_BATCH_FIELDS, *_SYNC_FIELDS, _CACHED_FIELD)
+_CACHE_WRITE_FIELD = "cache_creation_input_token_cost"
+PRICE_FIELDS = (*_BATCH_FIELDS, *_SYNC_FIELDS, _CACHED_FIELD, _CACHE_WRITE_FIELD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +223,12 @@ class PriceOverride:
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
 
     def price(self, deployment_id: str) -> Price:
         """As a :class:`Price` whose source names the deployment."""
-        return Price(self.input, self.output, self.cached_input, f"config:{deployment_id}")
+        return Price(self.input, self.output, self.cached_input, f"config:{deployment_id}",
+                     cache_write=self.cache_write)
 
 
 def _decimal(value: Any, name: str) -> Decimal:
@@ -227,8 +246,9 @@ def parse_price_override(*sections: Mapping[str, Any]) -> PriceOverride | None:
     """Read LiteLLM's per-token price fields from the given mappings (first one wins).
 
     ``input_cost_per_token_batches`` / ``output_cost_per_token_batches`` are taken as they
-    are; ``input_cost_per_token`` / ``output_cost_per_token`` (and the cached-input price
-    ``cache_read_input_token_cost``) are synchronous prices and get the batch discount.
+    are; ``input_cost_per_token`` / ``output_cost_per_token`` (and the prompt-cache prices
+    ``cache_read_input_token_cost`` / ``cache_creation_input_token_cost``) are synchronous
+    prices and get the batch discount.
     Raises ValueError naming the field for a bad value or a half-given pair.
     """
     fields: dict[str, Decimal] = {}
@@ -244,7 +264,8 @@ def parse_price_override(*sections: Mapping[str, Any]) -> PriceOverride | None:
     if inp is None or out is None:
         raise ValueError("give both an input and an output price per token "
                          f"({' / '.join(_BATCH_FIELDS)} or {' / '.join(_SYNC_FIELDS)})")
-    return PriceOverride(inp, out, _discounted(fields.get(_CACHED_FIELD)))
+    return PriceOverride(inp, out, _discounted(fields.get(_CACHED_FIELD)),
+                         _discounted(fields.get(_CACHE_WRITE_FIELD)))
 
 
 def _discounted(amount: Decimal | None) -> Decimal | None:

@@ -93,8 +93,9 @@ class RowPricer:
         if price is None:
             return line.model, None, currency, None, source
         rates = price.pico_rates
-        if rates is None or price.tiers:
-            cost = request_cost_pico(price, inp, out, line.cached_tokens)
+        if rates is None or price.tiers or line.cache_write_tokens:
+            cost = request_cost_pico(price, inp, out, line.cached_tokens,
+                                     line.cache_write_tokens)
         else:
             cached = min(line.cached_tokens, inp)
             cost = (inp - cached) * rates[0] + cached * rates[1] + out * rates[2]

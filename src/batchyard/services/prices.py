@@ -112,13 +112,13 @@ def table_price(model: str, provider_id: str | None, day: dt.date) -> PriceLooku
                      label=f"{found_provider.id}/{info.id}")
 
 
-def _rates(price: Any) -> tuple[Any, Any, Any]:
+def _rates(price: Any) -> tuple[Any, Any, Any, Any]:
     return (getattr(price, "input_mtok", None), getattr(price, "output_mtok", None),
-            getattr(price, "cache_read_mtok", None))
+            getattr(price, "cache_read_mtok", None), getattr(price, "cache_write_mtok", None))
 
 
 def _price_of(mprice: Any, *, discount: bool, source: str, label: str) -> PriceLookup:
-    inp, out, cached = _rates(mprice)
+    inp, out, cached, write = _rates(mprice)
     if inp is None:
         return Unpriced(f"{label} has no per-token input price in {table_version()}")
     if out is None:
@@ -127,16 +127,20 @@ def _price_of(mprice: Any, *, discount: bool, source: str, label: str) -> PriceL
     tiers = getattr(inp, "tiers", None)
     # Long-prompt tiers (e.g. from 200,000 input tokens): the whole request is priced at
     # the tier its input reaches.
-    above = tuple((tier.start, _tier_price(inp, out, cached, factor, tier.start, source))
+    above = tuple((tier.start, _tier_price((inp, out, cached, write), factor, tier.start,
+                                           source))
                   for tier in tiers or ())
-    base = _tier_price(inp, out, cached, factor, 0, source)
-    return Price(base.input, base.output, base.cached_input, source, tiers=above)
+    base = _tier_price((inp, out, cached, write), factor, 0, source)
+    return Price(base.input, base.output, base.cached_input, source, tiers=above,
+                 cache_write=base.cache_write)
 
 
-def _tier_price(inp: Any, out: Any, cached: Any, factor: Decimal, start: int,
+def _tier_price(rates: tuple[Any, Any, Any, Any], factor: Decimal, start: int,
                 source: str) -> Price:
+    inp, out, cached, write = rates
     return Price(_per_token(inp, factor, start), _per_token(out, factor, start),
-                 _per_token(cached, factor, start) if cached is not None else None, source)
+                 _per_token(cached, factor, start) if cached is not None else None, source,
+                 cache_write=_per_token(write, factor, start) if write is not None else None)
 
 
 def _per_token(mtok: Any, factor: Decimal, start: int) -> Decimal:

@@ -158,9 +158,11 @@ def test_a_succeeded_message_becomes_a_chat_completion_line() -> None:
     assert body["usage"]["prompt_tokens"] == usage["input_tokens"] + 12
     assert body["usage"]["completion_tokens"] == usage["output_tokens"]
     assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 7}
+    assert body["usage"]["cache_creation_input_tokens"] == 5
     parsed = _results({"custom_id": "c-1", "result": {"type": "succeeded",
                                                       "message": message}})[0]
     assert parsed.ok and parsed.input_tokens == usage["input_tokens"] + 12
+    assert (parsed.cached_tokens, parsed.cache_write_tokens) == (7, 5)
 
 
 @pytest.mark.parametrize(("stop", "finish"), [("end_turn", "stop"), ("max_tokens", "length"),

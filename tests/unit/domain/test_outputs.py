@@ -45,6 +45,21 @@ def test_azure_line_without_id_and_responses_usage_names() -> None:
     assert (line.input_tokens, line.output_tokens, line.total_tokens) == (5, 3, 8)
 
 
+def test_native_anthropic_usage_counts_the_cache_into_the_input() -> None:
+    # A /v1/messages line: Anthropic's input_tokens leaves cache reads and writes out.
+    body = {"type": "message", "content": [], "usage": {
+        "input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 300,
+        "cache_creation_input_tokens": 50}}
+    (line,) = parse({"custom_id": "a", "error": None,
+                     "response": {"status_code": 200, "request_id": None, "body": body}})
+    assert (line.input_tokens, line.output_tokens, line.total_tokens) == (360, 4, 364)
+    assert (line.cached_tokens, line.cache_write_tokens) == (300, 50)
+    # OpenAI usage carries no cache writes.
+    (plain,) = parse({"custom_id": "b", "error": None,
+                      "response": {"status_code": 200, "body": CHAT_BODY}})
+    assert (plain.cached_tokens, plain.cache_write_tokens) == (0, 0)
+
+
 @pytest.mark.parametrize(("status", "retryable"), [
     (400, False), (401, False), (404, False), (408, True), (409, True), (422, False),
     (429, True), (500, True), (503, True)])

@@ -41,6 +41,23 @@ def test_without_a_cached_price_cached_tokens_count_as_input() -> None:
         request_cost(plain, input_tokens=1_000, output_tokens=0))
 
 
+def test_cache_writes_are_charged_at_their_own_rate_or_as_input_when_unknown() -> None:
+    # claude-haiku-4-5 at batch rates: input $0.50, cache reads $0.05, writes $0.625 per M.
+    haiku = Price(Decimal("0.5") / 10**6, Decimal("2.5") / 10**6, Decimal("0.05") / 10**6,
+                  "t", cache_write=Decimal("0.625") / 10**6)
+    cost = request_cost(haiku, input_tokens=10_000, output_tokens=100, cached_tokens=3_000,
+                        cache_write_tokens=5_000)
+    assert cost == (2_000 * Decimal("5e-7") + 3_000 * Decimal("5e-8")
+                    + 5_000 * Decimal("6.25e-7") + 100 * Decimal("2.5e-6"))
+    assert request_cost_pico(haiku, 10_000, 100, 3_000, 5_000) == to_pico(cost)
+    unknown = Price(haiku.input, haiku.output, haiku.cached_input, "t")
+    assert request_cost(unknown, input_tokens=10_000, output_tokens=100, cached_tokens=3_000,
+                        cache_write_tokens=5_000) == request_cost(
+        unknown, input_tokens=10_000, output_tokens=100, cached_tokens=3_000)
+    # Counts beyond the input are clamped: a request never costs less than its plain input.
+    assert request_cost_pico(haiku, 10, 0, 8, 8) == 8 * 50_000 + 2 * 625_000
+
+
 def test_a_long_prompt_is_priced_at_its_tier_whole() -> None:
     high = Price(Decimal(2), Decimal(4), None, "t")
     tiered = Price(Decimal(1), Decimal(2), None, "t", tiers=((200_000, high),))
@@ -73,6 +90,12 @@ def test_synchronous_fields_get_the_batch_discount_and_the_cached_price_too() ->
     assert override is not None
     assert override.input == Decimal("0.000001") and override.output == Decimal("0.000004")
     assert override.cached_input == Decimal("0.00000025")
+    assert override.cache_write is None
+    written = parse_price_override({"input_cost_per_token": 0.000002,
+                                    "output_cost_per_token": 0.000008,
+                                    "cache_creation_input_token_cost": 0.0000025})
+    assert written is not None and written.cache_write == Decimal("0.00000125")
+    assert written.price("east").cache_write == Decimal("0.00000125")
 
 
 def test_the_first_section_wins_and_no_fields_means_no_override() -> None:
