@@ -45,14 +45,14 @@ def sqlite_path(cfg: Settings) -> Path | None:
 
 
 def _nudge_on_first_use(cfg: Settings) -> Callable[[str, str], None]:
-    """The Celery nudge, with Celery imported only when a command sends one."""
+    """The broker nudge, with the broker's client imported only when a command sends one."""
     sender: list[Callable[[str, str], None]] = []
 
     def nudge(task: str, object_id: str) -> None:
         if not sender:
-            from batchyard.broker.nudge import celery_nudger
+            from batchyard.broker.nudge import build_nudger
 
-            sender.append(celery_nudger(cfg))
+            sender.append(build_nudger(cfg))
         sender[0](task, object_id)
 
     return nudge

@@ -153,16 +153,17 @@ class Services:
 
 def build_services(settings: Settings, *, nudge: Nudge | None = None,
                    deployments: DeploymentRegistry | None = None) -> Services:
-    """Compose the service layer from ``settings`` (nudges go to Celery unless given)."""
+    """Compose the service layer from ``settings`` (nudges go to the broker unless given:
+    a pre-built message pushed straight to Redis or the embedded broker, else Celery)."""
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     sessions = make_sessions(engine)
     registry = deployments if deployments is not None else load_deployments(settings)
     if nudge is None:
-        from batchyard.broker.nudge import celery_nudger
+        from batchyard.broker.nudge import build_nudger
 
-        nudge = celery_nudger(settings)
+        nudge = build_nudger(settings)
     return Services(
         settings=settings, engine=engine, sessions=sessions,
         # Deferred (read) transactions for the store: on SQLite a worker reads an input file
