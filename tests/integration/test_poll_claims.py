@@ -77,10 +77,11 @@ def test_a_paused_deployment_is_neither_counted_nor_claimed(
 
 
 @pytest.mark.postgres
+# PostgreSQL only: SQLite has one writer, so a second claim waits for the first.
+@pytest.mark.parametrize("svc", ["postgres"], indirect=True)
 def test_two_open_claims_on_postgres_skip_each_others_parts(
         svc: Services, emulator: EmulatorServer) -> None:
-    if svc.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: a second claim waits for the first")
+    assert svc.engine.dialect.name == "postgresql"
     seeded = {pid for pid, _ in seed_parts_in_flight(svc, emulator.emulator, 10)}
     with svc.engine.connect() as first, svc.engine.connect() as second:
         with first.begin():
