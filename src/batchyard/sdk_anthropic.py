@@ -178,11 +178,7 @@ class LocalStore:
                 _unique(line_no, request["custom_id"], seen)
                 out.write(orjson.dumps(request) + b"\n")
                 count += 1
-        if count == 0:
-            raise InvalidInputError("a batch needs at least one request", param="requests")
-        if count > MAX_REQUESTS:
-            raise InvalidInputError(f"an Anthropic batch holds at most {MAX_REQUESTS:,} "
-                                    f"requests, not {count:,}", param="requests")
+        _check_count(count, "the requests list", param="requests")
         return count
 
     # -- batch notes -------------------------------------------------------------------------
@@ -255,12 +251,17 @@ def _copy_checked(handle: IO[bytes], out: IO[bytes], default_max_tokens: int) ->
         _translated(line_no, line, default_max_tokens)
         _unique(line_no, line["custom_id"], seen)
         count += 1
+    _check_count(count, "the file", param="file")
+    return size, count
+
+
+def _check_count(count: int, what: str, *, param: str) -> None:
+    """An Anthropic batch holds 1 to MAX_REQUESTS requests."""
     if count == 0:
-        raise InvalidInputError("the file has no requests", param="file")
+        raise InvalidInputError(f"no requests in {what}", param=param)
     if count > MAX_REQUESTS:
         raise InvalidInputError(f"an Anthropic batch holds at most {MAX_REQUESTS:,} requests, "
-                                f"this file has {count:,}", param="file")
-    return size, count
+                                f"{what} has {count:,}", param=param)
 
 
 def _parsed(line_no: int, raw: bytes) -> dict[str, Any]:

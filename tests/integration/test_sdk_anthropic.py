@@ -141,7 +141,12 @@ def test_bad_line_is_refused_with_its_number(options: dict[str, Any], tmp_path: 
     jsonl.write_text(lines[0] + "\n" + lines[0] + "\n")
     with pytest.raises(JsonlError, match="line 2: custom_id 'ok' is used twice"):
         batchyard.create_file(file=jsonl, **options)
+    jsonl.write_text("\n\n")
+    with pytest.raises(InvalidInputError, match="no requests in the file"):
+        batchyard.create_file(file=jsonl, **options)
     assert batchyard.file_list(**options).data == []  # nothing kept
+    with pytest.raises(InvalidInputError, match="no requests in the requests list"):
+        batchyard.create_batch(requests=[], **options)
 
     with pytest.raises(JsonlError, match="line 2: custom_id must be a non-empty string"):
         batchyard.create_batch(requests=[{"custom_id": "a", "params": {}}, {"params": {}}],
