@@ -62,11 +62,6 @@ def task_name(short: str) -> str:
     return f"batchyard.{short}"
 
 
-def spec_of(short: str) -> TaskSpec:
-    """The table entry of a task."""
-    return _BY_SHORT[short]
-
-
 def task_queue(settings: Settings, short: str) -> str:
     """The queue a task is routed to."""
     return f"{settings.pipeline.queue}.{_BY_SHORT[short].queue}"

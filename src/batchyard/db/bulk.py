@@ -19,18 +19,10 @@ def connection_of(conn: Session | Connection) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
-def copy_rows(connection: Connection, table: str, columns: Sequence[str],
-              rows: Sequence[dict[str, Any]]) -> None:
-    """``COPY table (columns) FROM STDIN`` inside the current transaction (PostgreSQL)."""
-    raw: Any = connection.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-        for row in rows:
-            cp.write_row(tuple(row[c] for c in columns))
-
-
 def copy_tuples(connection: Connection, table: str, columns: Sequence[str],
                 rows: Sequence[tuple[Any, ...]]) -> None:
-    """Like :func:`copy_rows` for rows already given as tuples in ``columns`` order."""
+    """``COPY table (columns) FROM STDIN`` inside the current transaction (PostgreSQL), for
+    rows given as tuples in ``columns`` order."""
     raw: Any = connection.connection.driver_connection
     with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
         write = cp.write_row
@@ -40,17 +32,6 @@ def copy_tuples(connection: Connection, table: str, columns: Sequence[str],
 
 #: The column order of the tuples :func:`insert_request_tuples` takes.
 REQUEST_COLUMNS = _REQUEST_COLUMNS
-
-
-def insert_requests(conn: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert request rows (one per input line) in bulk."""
-    if not rows:
-        return
-    connection = connection_of(conn)
-    if connection.dialect.name == "postgresql":
-        copy_rows(connection, "requests", _REQUEST_COLUMNS, rows)
-    else:
-        connection.execute(insert(RequestRow), list(rows))
 
 
 def insert_request_tuples(conn: Session | Connection, rows: Sequence[tuple[Any, ...]]) -> None:

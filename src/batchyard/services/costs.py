@@ -28,6 +28,7 @@ from batchyard.domain.pricing import (
     Price,
     PriceLookup,
     Unpriced,
+    batch_cap_reached,
     budget_refusal,
     default_output_tokens,
     estimate_cost,
@@ -350,7 +351,8 @@ def cap_refusal(session: Session, batch: BatchRow, part: PartRow) -> str | None:
     spent = cost_db.batch_spent(session, batch.id)
     in_flight = cost_db.unsubmitted_estimate(session, batch.id, _SENT)
     this = _part_estimate(batch, part)
-    if from_pico(spent + in_flight + this) <= cap:
+    if not batch_cap_reached(cap=cap, actual=from_pico(spent),
+                             unsubmitted_estimate=from_pico(in_flight + this)):
         return None
     return (f"the batch's cap of ${cap} (metadata.{CAP_METADATA_KEY}) would be passed: "
             f"${from_pico(spent):f} spent, ${from_pico(in_flight):f} estimated in flight, "
