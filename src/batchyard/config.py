@@ -200,7 +200,8 @@ class Settings(BaseSettings):
                                                     "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"))
 
     #: Test-only crash hook: a worker SIGKILLs itself at this named pipeline point
-    #: (``after_upload``, ``after_create``, ``mid_ingest``) to prove crash safety.
+    #: (``mid_prepare``, ``after_upload``, ``after_create``, ``mid_ingest`` ...) to prove
+    #: crash safety.
     crash_at: str | None = None
 
     http: HttpSettings = HttpSettings()

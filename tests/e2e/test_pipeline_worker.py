@@ -129,7 +129,8 @@ def test_expiry_with_partial_output_retries_the_rest(
 
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.parametrize("point", ["after_upload", "after_create", "mid_poll", "mid_ingest"])
+@pytest.mark.parametrize("point", ["mid_prepare", "after_upload", "after_create", "mid_poll",
+                                   "mid_ingest"])
 def test_worker_killed_at_each_step_never_duplicates_uploads_batches_or_results(
         point: str, emulator_factory: Any, pipeline_env: Any, pg_database: str,
         redis_url: str) -> None:

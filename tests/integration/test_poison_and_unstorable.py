@@ -79,7 +79,7 @@ def _boom(*_args: object, **_kwargs: object) -> None:
 
 def test_a_step_failing_the_same_way_again_and_again_ends_its_batch_failed(
         any_driver: InlineDriver, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prepare, "_split_and_store", _boom)
+    monkeypatch.setattr(prepare, "_split", _boom)
     svc = any_driver.svc
     principal = keys.Principal(owner="key_1", key=keys.ApiKey(
         id="key_1", name="k", key_prefix="sk-by-x", created_at=0, revoked_at=None,

@@ -213,6 +213,22 @@ def mark_parts_done(session: Session, batch_id: str, now: float) -> bool:
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
+def record_split(session: Session, batch_id: str, *, written_before: int, written_after: int,
+                 model: str | None, lease_until: float) -> bool:
+    """One more part of a ``validating`` batch is written (compare-and-set on ``total``, the
+    requests written so far): False when the batch left ``validating`` or another task
+    wrote parts meanwhile, and the caller rolls its part back. Renews prepare's lease and
+    sets the model (from the input's first line) for the parts' submit."""
+    stmt = (update(BatchRow)
+            .where(BatchRow.id == batch_id,
+                   BatchRow.status == BatchStatus.VALIDATING.value,
+                   BatchRow.total == written_before)
+            .values(total=written_after, model=func.coalesce(BatchRow.model, model),
+                    due_at=lease_until)
+            .execution_options(synchronize_session=False))
+    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+
+
 def set_due(session: Session, batch_id: str, when: float) -> None:
     """Make the batch's stage task due at ``when`` (a lease handed back, or parked)."""
     session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(due_at=when)

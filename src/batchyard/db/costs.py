@@ -62,19 +62,6 @@ def refresh_batch_totals(session: Session, batch_id: str) -> None:
         input_tokens=inp, output_tokens=out, cached_tokens=cached, cost_currency="USD"))
 
 
-def set_part_estimates(session: Session, estimates: dict[str, int | None],
-                       batch_id: str) -> None:
-    """Record each part's estimate and the batch's (their sum; null if any is unpriced)."""
-    for part_id, pico in estimates.items():
-        session.execute(update(PartRow).where(PartRow.id == part_id)
-                        .values(estimate_pico=pico))
-    values = list(estimates.values())
-    total = None if not values or any(v is None for v in values) else sum(
-        v for v in values if v is not None)
-    session.execute(update(BatchRow).where(BatchRow.id == batch_id)
-                    .values(estimate_pico=total))
-
-
 # -- budgets -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -52,11 +52,12 @@ def live_part_count(session: Session, batch_id: str) -> int:
 
 def add_part(session: Session, *, part_id: str, batch_id: str, seq: int, attempt: int,
              request_count: int, byte_size: int, estimated_tokens: int, now: float,
-             reason: str) -> None:
+             reason: str, estimate_pico: int | None = None) -> None:
     """A new ``pending`` part (due at once) with its creation event."""
     session.add(PartRow(id=part_id, batch_id=batch_id, seq=seq, attempt=attempt,
                         status=PartStatus.PENDING.value, request_count=request_count,
                         byte_size=byte_size, estimated_tokens=estimated_tokens,
+                        estimate_pico=estimate_pico,
                         next_poll_at=now, created_at=now, updated_at=now))
     session.add(EventRow(batch_id=batch_id, part_id=part_id, entity="part", from_status=None,
                          to_status=PartStatus.PENDING.value, at=now, reason=reason))

@@ -27,8 +27,9 @@ def cancel_batch_work(svc: Services, batch_id: str) -> None:
         if batch is None or not batch.cancel_requested:
             return
         now = time.time()
-        if batch.stage == BatchStage.ACCEPTED:
-            end_cancelled_before_split(session, batch_id)
+        # Cancelled while prepare was splitting it: no part is written after the cancel
+        # (prepare's compare-and-set needs ``validating``), so the parts here are all of them.
+        if batch.stage == BatchStage.ACCEPTED and end_cancelled_before_split(session, batch_id):
             return
         for part in parts.parts_of(session, batch_id):
             if part.status == PartStatus.PENDING:

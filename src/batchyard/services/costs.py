@@ -280,16 +280,11 @@ def cost_report(svc: Services, *, group_by: str, since: int | None = None,
                                    owner=owner, batch_id=batch_id)
 
 
-def record_estimates(svc: Services, session: Session, batch: BatchRow,
-                     part_tokens: dict[str, TokenTally], *, model: str | None) -> None:
-    """Price each new part's estimated tokens and store the part and batch estimates."""
-    price = price_for_group(svc, model, batch.provider, at=batch.created_at)
-    estimates = {
-        part_id: estimate_pico(estimate_cost(price, requests=t.requests,
-                                             input_tokens=t.input_tokens,
-                                             output_tokens=t.output_tokens))
-        for part_id, t in part_tokens.items()}
-    cost_db.set_part_estimates(session, estimates, batch.id)
+def tally_pico(price: PriceLookup, tally: TokenTally) -> int | None:
+    """The estimated cost of a run of requests in pico-dollars (None when unpriced)."""
+    return estimate_pico(estimate_cost(price, requests=tally.requests,
+                                       input_tokens=tally.input_tokens,
+                                       output_tokens=tally.output_tokens))
 
 
 def set_key_budget(svc: Services, key_id: str, *, max_budget_usd: BudgetAmount,

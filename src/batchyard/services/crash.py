@@ -15,7 +15,8 @@ from batchyard.config import Settings
 logger = logging.getLogger(__name__)
 
 #: The named points (checked by tests; an unknown name is a typo, never a silent no-op).
-CRASH_POINTS = frozenset({"after_upload", "after_create", "mid_poll", "mid_ingest"})
+CRASH_POINTS = frozenset({"mid_prepare", "after_upload", "after_create", "mid_poll",
+                          "mid_ingest"})
 
 
 def crash_point(settings: Settings, name: str) -> None:

@@ -80,6 +80,12 @@ def _fail_batch(session: Session, batch_id: str, message: str, error: dict[str, 
         return False
     now = int(time.time())
     status = BatchStatus(batch.status)
+    if status == BatchStatus.VALIDATING and batch.total:
+        # Prepare broke after some parts were written (maybe sent): stop them as a cancel
+        # would (the sweep nudges the cancel task); the batch ends cancelled with this error.
+        return transition_batch(session, batch_id, status, BatchStatus.CANCELLING,
+                                reason=message, errors={"object": "list", "data": [error]},
+                                cancel_requested=True, cancelling_at=now)
     if status == BatchStatus.CANCELLING:  # a cancel ends cancelled, whatever broke
         return transition_batch(session, batch_id, status, BatchStatus.CANCELLED,
                                 reason=message, cancelled_at=now)

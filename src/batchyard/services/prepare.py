@@ -1,15 +1,34 @@
-"""prepare: validate a batch's input file and split it into parts, all or nothing.
+"""prepare: validate a batch's input file, then split it, each part sent on as soon as it is cut.
 
-The file is streamed: lines are validated, cut into parts and written as request rows
-``ingest_batch_rows`` at a time, so memory stays flat whatever the part size. All
-of it happens in ONE transaction with the parts: a bad line anywhere (also in a later part,
-after earlier parts' rows were written) rolls everything back and the batch ends ``failed``
-with the line number, so no part or request row of a rejected file ever exists. A crash
-mid-way rolls back the same way; the batch's lease runs out and the sweep nudges it again.
+Two streamed passes over the stored file, memory flat whatever its size:
+
+1. **validate**: every check of the split (JSON, fields, duplicate custom_ids, one model,
+   Anthropic translatability, a line too big for any part), nothing written. A bad line
+   anywhere ends the batch ``failed`` with its line number, and nothing was written or sent.
+2. **split**: the same stream (same checks, same deterministic cut points) is cut into parts;
+   each part's request rows, its row (with its cost estimate) and its creation event are
+   committed in the part's OWN transaction, and ``submit`` is nudged for it right after the
+   commit, so the first part reaches the provider while later ones are still being cut.
+
+Each part's transaction ends with a compare-and-set on the batch row (``db.batches.
+record_split``): ``total`` (the requests written so far, the resume point) moves from what
+this task last wrote to the new count, only while the batch is ``validating``; the same
+statement renews the prepare lease and sets the batch's model. So a cancel, a budget stop or
+a second prepare running on the same batch makes the write roll back and the task stop; no
+part is written after the batch left ``validating``.
+
+A crash (kill -9, a lost lease) leaves whole parts only. The sweep nudges prepare again once
+the lease ran out; a batch with requests already written skips the validate pass (it passed
+before any part was written), re-nudges its pending parts, and skips the first ``total`` lines
+of the stream: parts go on from the next line, never twice, never lost. The batch moves
+``validating -> in_progress`` (total, model, estimate) once every part is written; a part
+that ended before that waits for it (``services.state.request_finalize_if_done`` does not
+hand a ``validating`` batch to finalize), and the move itself then asks for finalize.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -26,14 +45,15 @@ from batchyard.db.bulk import insert_request_tuples
 from batchyard.db.models import BatchRow, FileRow
 from batchyard.db.transitions import claim_batch, transition_batch
 from batchyard.domain.jsonl import RequestBlock, iter_part_blocks, iter_request_blocks
-from batchyard.domain.lifecycle import BatchStage, BatchStatus
-from batchyard.domain.pricing import default_output_tokens
+from batchyard.domain.lifecycle import BatchStage, BatchStatus, PartStatus
+from batchyard.domain.pricing import PriceLookup, default_output_tokens
 from batchyard.errors import JsonlError
 from batchyard.services import anthropic_parts
 from batchyard.services.container import Services
-from batchyard.services.costs import TokenTally, record_estimates
+from batchyard.services.costs import TokenTally, price_for_group, tally_pico
+from batchyard.services.crash import crash_point
 from batchyard.services.ids import new_part_id
-from batchyard.services.state import pipeline_log
+from batchyard.services.state import pipeline_log, request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +63,12 @@ _REWRITE_SLACK = 16
 
 
 class _Moved(Exception):
-    """The batch left ``validating`` while we were splitting it."""
+    """The batch left ``validating`` (or another task wrote its parts) while we split it."""
 
 
 def prepare_batch(svc: Services, batch_id: str) -> list[str]:
-    """Validate and split a batch's input; returns the new part ids (already nudged)."""
+    """Validate and split a batch's input; returns the ids of the parts this call wrote
+    (each nudged to ``submit`` right after its own commit)."""
     with svc.sessions.begin() as session:
         if not claim_batch(session, batch_id, svc.settings.pipeline.stale_seconds,
                            stages=[BatchStage.ACCEPTED]):
@@ -56,27 +77,43 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
         batch = batches.get_batch_row(session, batch_id)
         if batch is not None and batch.status == BatchStatus.CANCELLING:
             # Cancelled before the split: end it here rather than hold the lease from the
-            # cancel task until it runs out.
-            end_cancelled_before_split(session, batch_id)
+            # cancel task until it runs out (parts written: the cancel task stops them).
+            if not end_cancelled_before_split(session, batch_id):
+                batches.set_due(session, batch_id, time.time())
+                svc.nudge("cancel", batch_id)
             return []
         if batch is None or batch.status != BatchStatus.VALIDATING:
             return []
         input_file = files.get_file_row(session, batch.input_file_id)
-    try:
-        part_ids = _split_and_store(svc, batch, input_file)
-    except _Moved:
-        return []
-    except JsonlError as exc:
-        _end_failed(svc, batch_id, exc)
-        return []
-    for part_id in part_ids:
+        # Resumed after a crash: the nudges of parts written before it may be lost too.
+        waiting = [p.id for p in parts.parts_of(session, batch_id)
+                   if p.status == PartStatus.PENDING] if batch.total else []
+    for part_id in waiting:
         svc.nudge("submit", part_id)
-    pipeline_log.info("batch %s validated: split into %d parts", batch_id, len(part_ids))
-    return part_ids
+    return _validate_and_split(svc, batch, input_file)
+
+
+def _validate_and_split(svc: Services, batch: BatchRow, input_file: FileRow | None) -> list[str]:
+    writer = _PartWriter(svc, batch)
+    try:
+        if not batch.total:  # parts exist only once the whole file passed this check
+            _validate(svc, batch, input_file)
+        _split(svc, batch, input_file, writer)
+    except _Moved:
+        return writer.part_ids
+    except JsonlError as exc:
+        _end_failed(svc, batch.id, exc, written=batch.total + writer.written)
+        return writer.part_ids
+    _start_running(svc, batch, writer)
+    pipeline_log.info("batch %s validated: split into %d parts", batch.id, writer.parts)
+    return writer.part_ids
 
 
 def end_cancelled_before_split(session: Session, batch_id: str) -> bool:
-    """A batch cancelled before its input was split ends ``cancelled`` at once."""
+    """A batch cancelled before any part of it was written ends ``cancelled`` at once
+    (False: parts exist, or it had moved on; the cancel task stops the parts)."""
+    if parts.next_seq(session, batch_id) > 1:
+        return False
     moved = transition_batch(session, batch_id, BatchStatus.CANCELLING, BatchStatus.CANCELLED,
                              reason="cancelled before validation",
                              cancelled_at=int(time.time()))
@@ -92,32 +129,43 @@ def input_chunks(svc: Services, file_row: FileRow | None) -> Iterator[bytes]:
     yield from svc.store.read(file_row.storage_key)
 
 
-def _split_and_store(svc: Services, batch: BatchRow, file_row: FileRow | None) -> list[str]:
-    cfg = svc.settings.pipeline
+def _cut(svc: Services, batch: BatchRow,
+         file_row: FileRow | None) -> Iterator[tuple[int, RequestBlock]]:
+    """The input as ``(part index, block)``: every check, and the same cut points each time."""
     blocks, max_requests, max_bytes = anthropic_parts.prepare_blocks(
         svc, batch.model, batch.provider,
         iter(iter_request_blocks(input_chunks(svc, file_row), endpoint=batch.endpoint)))
-    parts = iter_part_blocks(blocks, max_requests=max_requests, max_bytes=max_bytes,
-                             line_overhead=rewrite_margin(svc))
-    now = time.time()
+    return iter_part_blocks(blocks, max_requests=max_requests, max_bytes=max_bytes,
+                            line_overhead=rewrite_margin(svc))
+
+
+def _validate(svc: Services, batch: BatchRow, file_row: FileRow | None) -> None:
+    """Pass 1: run the whole stream through every check, writing nothing."""
+    collections.deque(_cut(svc, batch, file_row), maxlen=0)
+
+
+def _split(svc: Services, batch: BatchRow, file_row: FileRow | None,
+           writer: _PartWriter) -> None:
+    """Pass 2: cut the stream into parts, each committed and nudged on its own."""
+    try:
+        for index, block in _cut(svc, batch, file_row):
+            writer.write(index, block)
+        writer.close()
+    finally:
+        writer.abort()  # a part left open by an error is rolled back
+
+
+def _start_running(svc: Services, batch: BatchRow, writer: _PartWriter) -> None:
+    """Every part is written: the batch runs (or, if its parts all ended already, finalizes)."""
     with svc.sessions.begin() as session:
-        writer = _PartWriter(session, batch.id, now, max(1, cfg.ingest_batch_rows),
-                             batch.endpoint)
-        try:
-            for index, block in parts:
-                writer.write(index, block)
-            writer.close()
-        finally:
-            writer.stop()  # before the transaction ends, whichever way
-        record_estimates(svc, session, batch, writer.part_tokens,
-                         model=batch.model or writer.model)
-        moved = transition_batch(session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
-                                 reason=f"split into {len(writer.part_ids)} parts",
-                                 total=writer.total, model=batch.model or writer.model,
-                                 in_progress_at=int(now))
-        if not moved:  # cancelled or changed meanwhile: roll the whole split back
-            raise _Moved
-    return writer.part_ids
+        moved = transition_batch(
+            session, batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS,
+            reason=f"split into {writer.parts} parts", total=writer.seen,
+            model=batch.model or writer.model, in_progress_at=int(time.time()),
+            estimate_pico=writer.batch_estimate())
+        finalize = moved and request_finalize_if_done(session, batch.id)
+    if finalize:
+        svc.nudge("finalize", batch.id)
 
 
 def rewrite_margin(svc: Services) -> int:
@@ -171,32 +219,52 @@ class _RowCopier:
 
 
 class _PartWriter:
-    """Writes request rows ``chunk_rows`` at a time; a part's row is added once it is whole."""
+    """Writes each part in its own transaction (request rows ``ingest_batch_rows`` at a
+    time, then the part row, then the batch's compare-and-set), commits, nudges ``submit``.
 
-    def __init__(self, session: Session, batch_id: str, now: float, chunk_rows: int,
-                 endpoint: str | None = None) -> None:
-        self.session, self.batch_id, self.now = session, batch_id, now
-        self.chunk_rows = chunk_rows
-        self.part_ids: list[str] = []
-        #: Estimated tokens of each part, for its cost estimate.
-        self.part_tokens: dict[str, TokenTally] = {}
-        self._tally = TokenTally()
-        self._default_out = default_output_tokens(endpoint)
-        self.total = 0
-        self.model: str | None = None
+    The first ``batch.total`` requests of the stream were written by an earlier run: they
+    are counted (for the batch's total and estimate) but not written again.
+    """
+
+    def __init__(self, svc: Services, batch: BatchRow) -> None:
+        self.svc, self.batch_id = svc, batch.id
+        self.chunk_rows = max(1, svc.settings.pipeline.ingest_batch_rows)
+        self.skip = batch.total  # requests already written (the resume point)
+        self.part_ids: list[str] = []  # written by this call
+        self.parts = 0  # parts of the whole input, earlier runs' included
+        self.seen = 0  # requests of the stream so far
+        self.written = 0  # requests written by this call
+        self.model: str | None = batch.model
+        self._batch = batch
+        self._price: PriceLookup | None = None  # once the model is known
+        self._default_out = default_output_tokens(batch.endpoint)
+        self._old = TokenTally()  # the requests earlier runs wrote
+        self._estimates: list[int | None] = []  # of the parts this call wrote
         self._index = -1
+        self._session: Session | None = None
+        self._part_id = ""
+        self._copier: _RowCopier | None = None
         self._rows: list[tuple[Any, ...]] = []
+        self._tally = TokenTally()
         self._count = self._bytes = self._tokens = 0
-        self._copier = _RowCopier(session)
 
     def write(self, index: int, block: RequestBlock) -> None:
         """Take a block of part ``index`` (a new index closes the previous part)."""
+        self.model = self.model or block.models[0]
         if index != self._index:
             self.close()
             self._index = index
-            self.part_ids.append(new_part_id())
-            self.model = self.model or block.models[0]
-        part_id, batch_id = self.part_ids[-1], self.batch_id
+            self.parts += 1
+        self.seen += len(block)
+        if self.seen - len(block) < self.skip:  # the resume point: skip what is written
+            old = min(len(block), self.skip - (self.seen - len(block)))
+            self._old.add(block.raws[:old], block.est_tokens[:old], self._default_out)
+            if old == len(block):
+                return
+            block = block.cut(old, len(block))
+        if self._session is None:
+            self._open()
+        part_id, batch_id = self._part_id, self.batch_id
         # In bulk.REQUEST_COLUMNS order.
         self._rows += [(batch_id, custom_id, line_no, raw.decode("utf-8"), part_id, 1, "pending")
                        for line_no, custom_id, raw in zip(block.line_nos, block.custom_ids,
@@ -208,42 +276,91 @@ class _PartWriter:
         if len(self._rows) >= self.chunk_rows:
             self._flush()
 
+    def _open(self) -> None:
+        self._session = self.svc.sessions()
+        self._session.begin()
+        self._copier = _RowCopier(self._session)
+        self._part_id = new_part_id()
+
     def _flush(self) -> None:
-        if self._rows:
+        if self._rows and self._copier is not None:
             self._copier.put(self._rows)
         self._rows = []
 
     def close(self) -> None:
-        """Write the rest of the current part's rows, then its row and creation event."""
-        if not self._count:
+        """Commit the current part (rows, part row, event, batch CAS), then nudge it."""
+        session, copier = self._session, self._copier
+        if session is None or copier is None or not self._count:
             return
         self._flush()
-        self._copier.drain()  # the session is this thread's again
-        part_id, count = self.part_ids[-1], self._count
-        parts.add_part(self.session, part_id=part_id, batch_id=self.batch_id,
-                       seq=len(self.part_ids), attempt=1, request_count=count,
-                       byte_size=self._bytes, estimated_tokens=self._tokens, now=self.now,
-                       reason=f"{count} requests")
-        self.part_tokens[part_id] = self._tally
+        copier.drain()  # the session is this thread's again
+        part_id, count = self._part_id, self._count
+        estimate = tally_pico(self.price(), self._tally)
+        before = self.skip + self.written
+        parts.add_part(session, part_id=part_id, batch_id=self.batch_id,
+                       seq=parts.next_seq(session, self.batch_id), attempt=1,
+                       request_count=count, byte_size=self._bytes,
+                       estimated_tokens=self._tokens, now=time.time(),
+                       reason=f"{count} requests", estimate_pico=estimate)
+        if not batches.record_split(session, self.batch_id, written_before=before,
+                                    written_after=before + count, model=self.model,
+                                    lease_until=time.time() + self.svc.settings.pipeline
+                                    .stale_seconds):
+            raise _Moved  # the part is rolled back by abort()
+        session.commit()
+        self._end_part()
+        self.part_ids.append(part_id)
+        self.written += count
+        self._estimates.append(estimate)
         self._tally = TokenTally()
-        self.total += count
         self._count = self._bytes = self._tokens = 0
+        crash_point(self.svc.settings, "mid_prepare")  # committed, not nudged yet
+        self.svc.nudge("submit", part_id)
 
-    def stop(self) -> None:
-        """Let the copy thread end before the transaction does. On success ``close`` has
-        drained it already; after an error the transaction rolls back, so a write error
-        of the thread adds nothing to the one being raised."""
-        with contextlib.suppress(Exception):
-            self._copier.drain()
+    def _end_part(self) -> None:
+        if self._copier is not None:
+            with contextlib.suppress(Exception):
+                self._copier.drain()
+        if self._session is not None:
+            self._session.close()  # rolls back what is not committed
+        self._session = self._copier = None
+
+    def abort(self) -> None:
+        """Roll back a part left open by an error (its copy thread first)."""
+        if self._session is not None:
+            self._rows = []
+            self._end_part()
+
+    def price(self) -> PriceLookup:
+        """The price the batch's model is expected to pay (looked up once)."""
+        if self._price is None:
+            batch = self._batch
+            self._price = price_for_group(self.svc, batch.model or self.model, batch.provider,
+                                          at=batch.created_at)
+        return self._price
+
+    def batch_estimate(self) -> int | None:
+        """The whole input's estimate (None when any of it is unpriced)."""
+        picos = [*self._estimates, tally_pico(self.price(), self._old) if self.skip else 0]
+        return None if any(p is None for p in picos) else sum(p or 0 for p in picos)
 
 
-def _end_failed(svc: Services, batch_id: str, exc: JsonlError) -> None:
+def _end_failed(svc: Services, batch_id: str, exc: JsonlError, *, written: int) -> None:
     error = {"code": exc.code or "invalid_request", "message": exc.message,
              "param": exc.param, "line": exc.line}
+    errors = {"object": "list", "data": [error]}
     with svc.sessions.begin() as session:
-        transition_batch(session, batch_id, BatchStatus.VALIDATING, BatchStatus.FAILED,
-                         reason=exc.message, errors={"object": "list", "data": [error]},
-                         failed_at=int(time.time()))
+        if written:
+            # Parts were written (and maybe sent) before the input went missing: stop them
+            # as a cancel would, keeping what they return.
+            moved = transition_batch(session, batch_id, BatchStatus.VALIDATING,
+                                     BatchStatus.CANCELLING, reason=exc.message, errors=errors,
+                                     cancel_requested=True, cancelling_at=int(time.time()))
+        else:
+            moved = transition_batch(session, batch_id, BatchStatus.VALIDATING,
+                                     BatchStatus.FAILED, reason=exc.message, errors=errors,
+                                     failed_at=int(time.time()))
+    if moved and written:
+        svc.nudge("cancel", batch_id)
     pipeline_log.info("batch %s failed validation: line %s: %s (%s)", batch_id, exc.line,
                       exc.message, error["code"])
-

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from batchyard.db import batches, parts
 from batchyard.db.transitions import transition_batch
-from batchyard.domain.lifecycle import derive_batch_status
+from batchyard.domain.lifecycle import BatchStatus, derive_batch_status
 
 #: A batch's story in plain sentences (created, each part submitted, provider status
 #: changes, ingested, finished with its counts) at INFO; provider errors at WARNING with the
@@ -21,9 +21,14 @@ pipeline_log = logging.getLogger("batchyard.pipeline")
 
 
 def request_finalize_if_done(session: Session, batch_id: str) -> bool:
-    """When no part is live any more, hand the batch to finalize (True: nudge finalize)."""
+    """When no part is live any more, hand the batch to finalize (True: nudge finalize).
+
+    Not while the batch is ``validating``: prepare is still writing its parts (the first
+    ones may end before the last is cut); its move to ``in_progress`` asks again.
+    """
     batch = batches.get_batch_row(session, batch_id)
-    if batch is None or parts.live_part_count(session, batch_id):
+    if (batch is None or batch.status == BatchStatus.VALIDATING
+            or parts.live_part_count(session, batch_id)):
         return False
     now = time.time()
     if not batches.mark_parts_done(session, batch_id, now):
