@@ -14,6 +14,12 @@ the load average and the worker processes' CPU time.
 Configuration used (settings any deployment may set, not benchmark-only code paths): poll
 interval 0.5-2 s and beat tick 0.5 s, and ``first_poll_seconds`` 1 s (``--first-poll``;
 default 5 s), i.e. ``BATCHYARD_PIPELINE__FIRST_POLL_SECONDS=1`` and friends.
+
+The emulator runs in a process of its own (``batchyard emulator``, as a provider is another
+machine), so its CPU seconds are reported apart from batchyard's own (workers, this process's
+upload/create/status calls, PostgreSQL). ``--emulator thread`` runs it inside this process
+instead (as before; its CPU is then in this process's figure). ``--running-batches N`` makes
+the emulator work on at most N batches at once, in arrival order (default: all at once).
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -63,11 +75,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--first-poll", type=float, default=1.0,
                         help="seconds to a new provider batch's first poll")
+    parser.add_argument("--emulator", choices=("process", "thread"), default="process",
+                        help="the emulator in its own process, or in this one")
+    parser.add_argument("--running-batches", type=int, default=None,
+                        help="the emulator works on at most N batches at once")
     args = parser.parse_args()
     data = make_input(args.requests)
-    emu_cfg = EmulatorConfig(validation_delay=0.0, finalize_delay=0.0, cancel_grace=0.0)
     dbname = None
-    with tempfile.TemporaryDirectory() as tmp, EmulatorServer(emu_cfg) as emulator:
+    with tempfile.TemporaryDirectory() as tmp, emulator_at(args) as emulator:
         url, broker = None, None
         if not args.embedded:
             url, dbname = fresh_pg()
@@ -86,7 +101,7 @@ def main() -> None:
         try:
             time.sleep(3.0)  # worker start-up is not part of the figure
             load, cpu0 = os.getloadavg()[0], [_cpu_seconds(w.pid) for w in workers]
-            own0, pg0 = time.process_time(), _postgres_cpu()
+            own0, pg0, emu0 = time.process_time(), _postgres_cpu(), emulator.cpu()
             start = time.perf_counter()
             record = files.create_file(svc, owner=None, filename="bench.jsonl", purpose="batch",
                                        stream=io.BytesIO(data))
@@ -98,17 +113,77 @@ def main() -> None:
             wall = time.perf_counter() - start
             cpu = [_cpu_seconds(w.pid) - c for w, c in zip(workers, cpu0, strict=True)]
             own, pg = time.process_time() - own0, _postgres_cpu() - pg0
-            report(svc.engine, batch.id, current, wall, args, len(data), emulator)
+            emu_cpu = emulator.cpu() - emu0
+            report(svc.engine, batch.id, current, wall, args, len(data), emulator.stats())
             print(f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
                   f"CPU seconds: workers {' + '.join(f'{c:.1f}' for c in cpu)}, this process "
-                  f"(emulator, upload, create) {own:.1f}, every PostgreSQL server process "
-                  f"(other databases' work included) {pg:.1f}; wall x 2 cores = {2 * wall:.1f}")
+                  f"({'emulator, ' if emulator.process is None else ''}upload, create) "
+                  f"{own:.1f}, every PostgreSQL server process (other databases' work "
+                  f"included) {pg:.1f}; wall x 2 cores = {2 * wall:.1f}")
+            if emulator.process is not None:
+                ours = sum(cpu) + own + pg
+                print(f"CPU seconds: batchyard (workers + this process + PostgreSQL) "
+                      f"{ours:.1f}, the emulator process {emu_cpu:.1f}")
         finally:
             for worker in workers:
                 stop_process(worker)
             svc.close()
     if dbname:
         drop_pg(dbname)
+
+
+class RunningEmulator:
+    """The emulator the benchmark talks to: its base URL, CPU seconds and stats."""
+
+    def __init__(self, base_url: str, process: subprocess.Popen[bytes] | None,
+                 server: EmulatorServer | None) -> None:
+        self.base_url, self.process, self.server = base_url, process, server
+
+    def cpu(self) -> float:
+        """The emulator process's CPU seconds (0 when it runs in this process)."""
+        return _cpu_seconds(self.process.pid) if self.process is not None else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        if self.server is not None:
+            return self.server.emulator.stats()
+        answer = httpx.get(f"{self.base_url}/_emulator/stats", timeout=30)
+        answer.raise_for_status()
+        stats: dict[str, Any] = answer.json()
+        return stats
+
+
+@contextmanager
+def emulator_at(args: argparse.Namespace) -> Iterator[RunningEmulator]:
+    """The emulator at full speed, in a ``batchyard emulator`` process or in this one."""
+    knobs: dict[str, Any] = {"validation_delay": 0.0, "finalize_delay": 0.0, "cancel_grace": 0.0}
+    if args.running_batches is not None:
+        knobs["running_batches"] = args.running_batches
+    if args.emulator == "thread":
+        with EmulatorServer(EmulatorConfig(**knobs)) as server:
+            yield RunningEmulator(server.base_url, None, server)
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "batchyard", "emulator", "--port", str(port)]
+    for name, value in knobs.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base_url}/_emulator/stats", timeout=1).raise_for_status()
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the emulator process did not start") from None
+                time.sleep(0.1)
+        yield RunningEmulator(base_url, process, None)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -134,7 +209,7 @@ def _postgres_cpu() -> float:
 
 
 def report(engine: sa.Engine, batch_id: str, batch: object, wall: float,
-           args: argparse.Namespace, size: int, emulator: EmulatorServer) -> None:
+           args: argparse.Namespace, size: int, stats: dict[str, Any]) -> None:
     with engine.connect() as conn:
         rows = conn.scalar(sa.text("SELECT count(*) FROM results WHERE batch_id = :b"),
                            {"b": batch_id})
@@ -143,10 +218,11 @@ def report(engine: sa.Engine, batch_id: str, batch: object, wall: float,
         events = conn.execute(sa.text(
             "SELECT entity, to_status, min(at), max(at) FROM events WHERE batch_id = :b "
             "GROUP BY entity, to_status ORDER BY min(at)"), {"b": batch_id}).all()
-    stats = emulator.emulator.stats()
     setup = "SQLite + embedded broker" if args.embedded else "PostgreSQL + Redis"
     print(f"{setup}: {args.requests:,} requests ({size / 1e6:.1f} MB), "
-          f"{stats['batches_created']} provider batches, worker concurrency {args.concurrency}")
+          f"{stats['batches_created']} provider batches, worker concurrency {args.concurrency}, "
+          f"emulator in {'its own process' if args.emulator == 'process' else 'this process'}"
+          + (f", running batches {args.running_batches}" if args.running_batches else ""))
     print(f"status {getattr(batch, 'status', '?')}: {rows:,} result rows ({ok:,} ok) "
           f"in {wall:.1f} s wall = {rows / wall:,.0f} requests/s end to end")
     t0 = events[0][2] if events else 0.0

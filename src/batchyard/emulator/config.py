@@ -87,6 +87,12 @@ class EmulatorConfig(FaultKnobs):
     request_latency: float = Field(default=0.0, ge=0, description="Seconds per request line.")
     finalize_delay: float = Field(default=0.2, ge=0, description="Seconds spent in finalizing.")
     cancel_grace: float = Field(default=0.2, ge=0, description="Seconds spent in cancelling.")
+    running_batches: int | None = Field(
+        default=None,
+        gt=0,
+        description="Batches worked on at once, taken in arrival order (the others wait in "
+                    "validating, as on a busy provider); None: every batch at once.",
+    )
     completion_window: float = Field(
         default=86400.0,
         gt=0,

@@ -1,57 +1,75 @@
-"""Identifier shapes as each provider mints them (file-, batch_, msgbatch_ and Azure forms)."""
+"""Identifier shapes as each provider mints them (file-, batch_, msgbatch_ and Azure forms).
+
+None of these ids is a secret, so they come from one fast pseudo-random generator seeded
+from the OS (and re-seeded in a forked child, so two processes never share a sequence);
+minting one costs well under a microsecond instead of a ``getrandom`` call or 21
+``secrets.choice`` calls, which matters at a million ids per run.
+"""
 
 from __future__ import annotations
 
 import os
-import secrets
+import random
 import string
 import uuid
 
 _BASE62 = string.digits + string.ascii_letters
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
 def _base62(length: int) -> str:
-    return "".join(secrets.choice(_BASE62) for _ in range(length))
+    return "".join(_rng.choices(_BASE62, k=length))
+
+
+def _hex(length: int) -> str:
+    """``length`` random lowercase hex digits."""
+    return f"{_rng.getrandbits(4 * length):0{length}x}"
+
+
+def _uuid4() -> uuid.UUID:
+    """A version-4 UUID from the fast generator (same shape as ``uuid.uuid4()``)."""
+    return uuid.UUID(int=_rng.getrandbits(128), version=4)
 
 
 def upload_file_id(flavor: str) -> str:
     """An uploaded file: OpenAI ``file-`` + 22 base62, Azure ``file-`` + 32 hex."""
     if flavor == "azure":
-        return "file-" + uuid.uuid4().hex
+        return "file-" + _uuid4().hex
     return "file-" + _base62(22)
 
 
 def output_file_id(flavor: str) -> str:
     """A batch-generated file: Azure uses ``file-`` + a dashed UUID."""
     if flavor == "azure":
-        return f"file-{uuid.uuid4()}"
+        return f"file-{_uuid4()}"
     return "file-" + _base62(22)
 
 
 def batch_id(flavor: str) -> str:
     """OpenAI ``batch_`` + 32 hex; Azure ``batch_`` + a dashed UUID."""
     if flavor == "azure":
-        return f"batch_{uuid.uuid4()}"
-    return "batch_" + uuid.uuid4().hex
+        return f"batch_{_uuid4()}"
+    return "batch_" + _uuid4().hex
 
 
 def request_id(flavor: str) -> str:
     """The request id of an HTTP call or of one batched request."""
     if flavor == "azure":
-        return str(uuid.uuid4())
+        return str(_uuid4())
     if flavor == "anthropic":
         return "req_011" + _base62(21)
-    return "req_" + os.urandom(16).hex()
+    return "req_" + _hex(32)
 
 
 def batch_request_id() -> str:
     """The ``id`` of an OpenAI output line (Azure lines have none)."""
-    return "batch_req_" + os.urandom(16).hex()
+    return "batch_req_" + _hex(32)
 
 
 def prefixed_hex(prefix: str, length: int = 24) -> str:
     """Ids inside response bodies (``chatcmpl-``, ``resp_``, ``msg_``...)."""
-    return prefix + secrets.token_hex(length // 2)
+    return prefix + _hex(length // 2 * 2)
 
 
 def message_batch_id() -> str:

@@ -26,6 +26,7 @@ from batchyard.emulator.config import EmulatorConfig
 from batchyard.emulator.errors import EmulatorError
 from batchyard.emulator.messages import MessageResult, run_message
 from batchyard.emulator.requests import Outcome
+from batchyard.emulator.runner import Lanes
 from batchyard.emulator.store import Store
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -88,6 +89,8 @@ class Host(Protocol):
     store: Store
     data_dir: Path
 
+    lanes: Lanes
+
     def request_fault(self, line: dict[str, Any]) -> Outcome | None: ...
     def list_visible_from(self) -> float: ...
     def track(self, runner: Any) -> None: ...
@@ -137,6 +140,7 @@ class MessageBatches:
             answer = batch_object(batch, "")
         runner = MessageBatchRunner(self.host, batch)
         self.host.track(runner)
+        self.host.lanes.line_up(runner)
         runner.start()
         return answer
 
@@ -230,21 +234,29 @@ class MessageBatchRunner(threading.Thread):
 
     def run(self) -> None:
         b = self.batch
-        b.cancel_requested.wait(self.cfg.validation_delay)
-        if self.stopped.is_set():
-            return
-        base = self.host.data_dir / b.id
-        sinks = [Path(f"{base}_results_{n}.jsonl") for n in (0, 1)]
-        handles = [path.open("wb", buffering=_BUFFER) for path in sinks]
+        # A batch waiting for a lane (``running_batches``) stays in_progress; a cancel
+        # meanwhile lets it through to answer every request canceled.
+        lanes = self.host.lanes
+        in_lane = lanes.enter(self, lambda: b.cancel_requested.is_set() or self.stopped.is_set())
         try:
-            for custom_id, result in self._results():
-                b.counts[result.type] += 1
-                # Two interleaved files joined in the other order: not the input order.
-                handles[zlib.crc32(custom_id.encode()) & 1].write(
-                    orjson.dumps(result.line(custom_id)) + b"\n")
+            b.cancel_requested.wait(self.cfg.validation_delay)
+            if self.stopped.is_set():
+                return
+            base = self.host.data_dir / b.id
+            sinks = [Path(f"{base}_results_{n}.jsonl") for n in (0, 1)]
+            handles = [path.open("wb", buffering=_BUFFER) for path in sinks]
+            try:
+                for custom_id, result in self._results():
+                    b.counts[result.type] += 1
+                    # Two interleaved files joined in the other order: not the input order.
+                    handles[zlib.crc32(custom_id.encode()) & 1].write(
+                        orjson.dumps(result.line(custom_id)) + b"\n")
+            finally:
+                for handle in handles:
+                    handle.close()
         finally:
-            for handle in handles:
-                handle.close()
+            if in_lane:
+                lanes.leave()
         if self.stopped.is_set():
             return
         if b.cancel_requested.is_set():

@@ -10,7 +10,10 @@ import hashlib
 import math
 import struct
 import time
+import zlib
 from typing import Any
+
+import orjson
 
 from batchyard.emulator import ids
 
@@ -35,14 +38,18 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-def _inputs(endpoint: str, body: dict[str, Any]) -> list[str]:
-    """The prompt texts of a request body."""
-    kind = endpoint_kind(endpoint)
+def _texts(kind: str, body: dict[str, Any]) -> list[str]:
+    """The prompt texts of a request body for an endpoint kind (see :func:`endpoint_kind`)."""
     if kind == "chat":
         messages = body.get("messages")
-        return [_text_of(m.get("content")) for m in messages if isinstance(m, dict)] if isinstance(
-            messages, list
-        ) else []
+        if not isinstance(messages, list):
+            return []
+        texts = []
+        for m in messages:
+            if isinstance(m, dict):
+                content = m.get("content")
+                texts.append(content if isinstance(content, str) else _text_of(content))
+        return texts
     key = "prompt" if kind == "completions" else "input"
     value = body.get(key)
     if isinstance(value, list):
@@ -50,11 +57,16 @@ def _inputs(endpoint: str, body: dict[str, Any]) -> list[str]:
     return [_text_of(value)]
 
 
+def _prompt_tokens(kind: str, texts: list[str]) -> int:
+    """Prompt tokens of the texts of one request (chat adds a per-message overhead)."""
+    overhead = 3 + 4 * len(texts) if kind == "chat" else 0
+    return overhead + sum((len(t) + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN for t in texts)
+
+
 def estimate_input_tokens(endpoint: str, body: dict[str, Any]) -> int:
     """Prompt tokens of one request (also what the enqueued-token quota counts)."""
-    texts = _inputs(endpoint, body)
-    overhead = 3 + 4 * len(texts) if endpoint_kind(endpoint) == "chat" else 0
-    return overhead + sum(count_tokens(t) for t in texts)
+    kind = endpoint_kind(endpoint)
+    return _prompt_tokens(kind, _texts(kind, body))
 
 
 _KINDS = {
@@ -90,9 +102,18 @@ def body_problem(endpoint: str, body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _digest(body: dict[str, Any]) -> str:
+    """8 hex digits that depend only on the request body (its JSON, keys in their order)."""
+    try:
+        data = orjson.dumps(body)
+    except TypeError:  # not JSON-serialisable: a body built in Python, not read from a file
+        data = repr(body).encode()
+    return f"{zlib.crc32(data):08x}"
+
+
 def _reply(body: dict[str, Any], texts: list[str]) -> tuple[str, str]:
     """The deterministic answer text and its finish reason."""
-    digest = hashlib.blake2b(repr(body).encode(), digest_size=4).hexdigest()
+    digest = _digest(body)
     prompt = texts[-1] if texts else ""
     text = f"Emulated answer {digest} to: {prompt[:60]}"
     cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get(
@@ -110,9 +131,9 @@ def _azure_filters() -> dict[str, Any]:
 
 def chat_completion(body: dict[str, Any], azure: bool) -> tuple[dict[str, Any], int, int]:
     """A ``chat.completion`` body plus (input, output) tokens."""
-    texts = _inputs("/chat/completions", body)
+    texts = _texts("chat", body)
     text, finish = _reply(body, texts)
-    prompt_tokens = estimate_input_tokens("/chat/completions", body)
+    prompt_tokens = _prompt_tokens("chat", texts)
     out = count_tokens(text)
     choice: dict[str, Any] = {
         "index": 0,
@@ -166,14 +187,14 @@ def _vector(text: str, dims: int) -> list[float]:
 
 def embedding_list(body: dict[str, Any], dims: int) -> tuple[dict[str, Any], int, int]:
     """An embeddings ``list`` body (one vector per input) plus (input, 0) tokens."""
-    texts = _inputs("/embeddings", body)
+    texts = _texts("embeddings", body)
     wanted = body.get("dimensions")
     size = wanted if isinstance(wanted, int) and 0 < wanted <= 4096 else dims
     data = [
         {"object": "embedding", "index": i, "embedding": _vector(t, size)}
         for i, t in enumerate(texts)
     ]
-    tokens = estimate_input_tokens("/embeddings", body)
+    tokens = _prompt_tokens("embeddings", texts)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     model = str(body.get("model", ""))
     return {"object": "list", "data": data, "model": model, "usage": usage}, tokens, 0
@@ -181,9 +202,9 @@ def embedding_list(body: dict[str, Any], dims: int) -> tuple[dict[str, Any], int
 
 def response_object(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
     """A ``response`` object (``/v1/responses``) plus (input, output) tokens."""
-    texts = _inputs("/responses", body)
+    texts = _texts("responses", body)
     text, finish = _reply(body, texts)
-    tokens_in = estimate_input_tokens("/responses", body)
+    tokens_in = _prompt_tokens("responses", texts)
     tokens_out = count_tokens(text)
     message = {
         "type": "message",
@@ -222,9 +243,9 @@ def response_object(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
 
 def text_completion(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
     """A legacy ``text_completion`` body plus (input, output) tokens."""
-    texts = _inputs("/completions", body)
+    texts = _texts("completions", body)
     text, finish = _reply(body, texts)
-    tokens_in = estimate_input_tokens("/completions", body)
+    tokens_in = _prompt_tokens("completions", texts)
     tokens_out = count_tokens(text)
     return {
         "id": ids.prefixed_hex("cmpl-", 28),
@@ -242,7 +263,7 @@ def text_completion(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
 
 def moderation(body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
     """A moderation result that flags nothing."""
-    texts = _inputs("/moderations", body)
+    texts = _texts("moderations", body)
     result = {"flagged": False, "categories": {}, "category_scores": {}}
     return {
         "id": ids.prefixed_hex("modr-", 24),

@@ -15,16 +15,14 @@ Per-request faults are deterministic so pipeline tests can rely on them:
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchyard.emulator import outputs
 
 TRANSIENT = frozenset({408, 409, 429})
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A request's fate: ``status`` + ``body`` for HTTP answers, or ``error`` (response null)."""
 
     status: int | None

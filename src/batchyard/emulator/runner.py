@@ -3,6 +3,10 @@
 Each batch runs in its own daemon thread so a long file never blocks the HTTP event loop
 (and so an app driven in-process through ``httpx.ASGITransport`` still progresses). The
 input is read twice, line by line (validation, then execution); results stream to disk.
+
+With ``running_batches`` set, batches take turns through :class:`Lanes` in arrival order
+(a queued batch stays ``validating``), so on a busy emulator the first batch ends first
+instead of every batch ending late together.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -24,6 +29,51 @@ from batchyard.emulator.validation import ValidationResult, validate_lines
 
 logger = logging.getLogger(__name__)
 _BUFFER = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+class Lanes:
+    """At most ``slots`` batches at work at once, admitted in arrival order (None: no limit).
+
+    A waiting runner checks ``halted`` every 50 ms, so a cancel or a reset reaches a queued
+    batch at once whatever the batches ahead of it do.
+    """
+
+    def __init__(self, slots: int | None) -> None:
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._busy = 0
+
+    def line_up(self, token: object) -> None:
+        """Take a place in the queue now (at create, so the order is the arrival order)."""
+        if self.slots is not None:
+            with self._cond:
+                self._queue.append(token)
+
+    def enter(self, token: object, halted: Callable[[], bool]) -> bool:
+        """Wait for a lane; False (and no lane taken) once ``halted()`` is true meanwhile."""
+        if self.slots is None:
+            return True
+        with self._cond:
+            if token not in self._queue:
+                self._queue.append(token)
+            while self._busy >= self.slots or self._queue[0] is not token:
+                if halted():
+                    self._queue.remove(token)
+                    self._cond.notify_all()
+                    return False
+                self._cond.wait(0.05)
+            self._queue.popleft()
+            self._busy += 1
+            return True
+
+    def leave(self) -> None:
+        if self.slots is None:
+            return
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
 
 
 class RunnerHost(Protocol):
@@ -33,6 +83,7 @@ class RunnerHost(Protocol):
     config: EmulatorConfig
     store: Store
     data_dir: Path
+    lanes: Lanes
 
     def take_forced_validation(self) -> str | None: ...
     def take_no_output(self) -> bool: ...
@@ -66,13 +117,17 @@ class BatchRunner(threading.Thread):
         self.azure = emulator.config.flavor == "azure"
         self.stopped = threading.Event()  # set by reset()/close(): abandon quietly
         self.deadline = time.monotonic() + self.cfg.completion_window
+        self.tokens_in = self.tokens_out = 0
 
     # -- helpers -------------------------------------------------------------------------
     def _wait(self, seconds: float) -> bool:
         """Sleep; False when cancelled (or stopped) meanwhile."""
         if seconds > 0:
             self.batch.cancel_requested.wait(seconds)
-        return not (self.batch.cancel_requested.is_set() or self.stopped.is_set())
+        return not self._halted()
+
+    def _halted(self) -> bool:
+        return self.batch.cancel_requested.is_set() or self.stopped.is_set()
 
     def _lines(self) -> Iterator[bytes]:
         self.source.seek(0)
@@ -99,23 +154,33 @@ class BatchRunner(threading.Thread):
             self.source.close()
 
     def _life(self) -> None:
-        if not self._wait(self.cfg.validation_delay):
+        lanes = self.emu.lanes
+        if not lanes.enter(self, self._halted):
             return self._cancelled(None, run_started=False)
-        result = self._validate()
-        if result.errors:
-            return self._fail(result.errors)
-        with self.emu.store.lock:
-            cancelled = self.batch.cancel_requested.is_set()
-            if not cancelled:
-                self._set("in_progress", total=result.total)
-        if cancelled:  # outside the lock: the grace period must not block the API
-            return self._cancelled(None, run_started=False)
-        sinks = _Sinks(self.emu.data_dir, self.batch.id)
+        in_lane = True
         try:
-            unrun = self._execute(sinks)
-            self._conclude(sinks, unrun)
+            if not self._wait(self.cfg.validation_delay):
+                return self._cancelled(None, run_started=False)
+            result = self._validate()
+            if result.errors:
+                return self._fail(result.errors)
+            with self.emu.store.lock:
+                cancelled = self.batch.cancel_requested.is_set()
+                if not cancelled:
+                    self._set("in_progress", total=result.total)
+            if cancelled:  # outside the lock: the grace period must not block the API
+                return self._cancelled(None, run_started=False)
+            sinks = _Sinks(self.emu.data_dir, self.batch.id)
+            try:
+                unrun = self._execute(sinks)
+                lanes.leave()  # the rest is waiting and file bookkeeping
+                in_lane = False
+                self._conclude(sinks, unrun)
+            finally:
+                sinks.close()
         finally:
-            sinks.close()
+            if in_lane:
+                lanes.leave()
 
     def _validate(self) -> ValidationResult:
         result = validate_lines(
@@ -145,40 +210,42 @@ class BatchRunner(threading.Thread):
         """Run lines until done, cancelled or expired; returns custom_ids never run."""
         unrun: list[str] = []
         expires = not self.azure
+        deadline, latency = self.deadline, self.cfg.request_latency
+        cancel, stopped = self.batch.cancel_requested, self.stopped
+        azure, dims, fault = self.azure, self.cfg.embedding_dimensions, self.emu.request_fault
+        record, loads, now = self._record, orjson.loads, time.monotonic
         for raw in self._lines():
-            if not raw.strip():
+            if raw.isspace() or not raw:
                 continue
-            line = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
-            if unrun or self.batch.cancel_requested.is_set() or self.stopped.is_set() or (
-                expires and time.monotonic() >= self.deadline
-            ):
+            line = loads(raw.removeprefix(_BOM))
+            if unrun or cancel.is_set() or stopped.is_set() or (expires and now() >= deadline):
                 unrun.append(line["custom_id"])
                 continue
-            if self.cfg.request_latency > 0:
-                self.batch.cancel_requested.wait(self.cfg.request_latency)
-            outcome = run_request(line, azure=self.azure, dims=self.cfg.embedding_dimensions,
-                                  injected=self.emu.request_fault(line))
-            self._record(sinks, line["custom_id"], outcome)
+            if latency > 0:
+                cancel.wait(latency)
+            outcome = run_request(line, azure=azure, dims=dims, injected=fault(line))
+            record(sinks, line["custom_id"], outcome)
         return unrun
 
     def _record(self, sinks: _Sinks, custom_id: str, outcome: Outcome) -> None:
+        """Write one output (2xx) or error line, rendered in one go."""
         response = None
         if outcome.status is not None:
-            response = {"status_code": outcome.status, "request_id": ids.request_id(
-                self.cfg.flavor), "body": outcome.body}
-        item: dict[str, Any] = {"custom_id": custom_id, "response": response,
-                                "error": outcome.error}
-        if not self.azure:
-            item = {"id": ids.batch_request_id(), **item}
-        data = orjson.dumps(item) + b"\n"
+            response = {"status_code": outcome.status,
+                        "request_id": ids.request_id(self.cfg.flavor), "body": outcome.body}
+        if self.azure:
+            item = {"custom_id": custom_id, "response": response, "error": outcome.error}
+        else:
+            item = {"id": ids.batch_request_id(), "custom_id": custom_id, "response": response,
+                    "error": outcome.error}
         b = self.batch
         if outcome.ok:
-            sinks.output.write(data)
-            b.usage["input_tokens"] = b.usage.get("input_tokens", 0) + outcome.tokens_in
-            b.usage["output_tokens"] = b.usage.get("output_tokens", 0) + outcome.tokens_out
+            sinks.output.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE))
+            self.tokens_in += outcome.tokens_in
+            self.tokens_out += outcome.tokens_out
             b.completed += 1
         else:
-            sinks.error.write(data)
+            sinks.error.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE))
             b.failed += 1
 
     def _conclude(self, sinks: _Sinks, unrun: list[str]) -> None:
@@ -228,8 +295,8 @@ class BatchRunner(threading.Thread):
         error_id = None
         if b.failed or self.azure:  # Azure always creates an error file, maybe empty
             error_id = self._register(sinks.error_path)
-        usage = dict(b.usage)
-        usage["total_tokens"] = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+        usage = {"input_tokens": self.tokens_in, "output_tokens": self.tokens_out,
+                 "total_tokens": self.tokens_in + self.tokens_out}
         with self.emu.store.lock:
             b.status = status
             b.timestamps[f"{status}_at"] = int(time.time())

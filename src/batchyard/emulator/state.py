@@ -26,7 +26,7 @@ from batchyard.emulator.requests import (
     marker_of,
     marker_outcome,
 )
-from batchyard.emulator.runner import BatchRunner
+from batchyard.emulator.runner import BatchRunner, Lanes
 from batchyard.emulator.store import TERMINAL, BatchEntry, FileEntry, Store
 from batchyard.emulator.validation import ValidationResult, normalize_url, validate_lines
 
@@ -58,6 +58,7 @@ class Emulator:
         self._lock = threading.Lock()
         self._attempts: dict[str, int] = {}
         self._runners: list[Any] = []
+        self.lanes = Lanes(config.running_batches)
         self.message_batches = MessageBatches(self)
         if config.data_dir:
             self.data_dir = Path(config.data_dir)
@@ -236,6 +237,7 @@ class Emulator:
         answer = snapshot(batch)
         runner = BatchRunner(self, batch, source)
         self.track(runner)
+        self.lanes.line_up(runner)
         runner.start()
         return answer
 

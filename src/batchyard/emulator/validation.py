@@ -78,7 +78,8 @@ class _LineChecker:
             self.result.add("duplicate_custom_id", msg, number, "custom_id")
             return
         self.seen.add(custom_id)
-        if normalize_url(url, self.azure) != normalize_url(self.endpoint, self.azure):
+        if url != self.endpoint and (
+                normalize_url(url, self.azure) != normalize_url(self.endpoint, self.azure)):
             msg = f"The url '{url}' does not match the batch endpoint '{self.endpoint}'."
             self.result.add("url_mismatch", msg, number, "url")
             return

@@ -197,3 +197,37 @@ async def test_other_endpoints_produce_their_own_bodies(make_api: MakeApi,
     expected = {"/v1/embeddings": "list", "/v1/responses": "response",
                 "/v1/completions": "text_completion"}[endpoint]
     assert body["object"] == expected
+
+
+async def test_running_batches_takes_batches_in_arrival_order(make_api: MakeApi) -> None:
+    api = await make_api("openai", running_batches=1, request_latency=0.01)
+    first = await api.submit(chat_file(20))
+    second = await api.submit(chat_file(20))
+    # Until the first batch has run all its requests, the second waits in validating.
+    while True:
+        with api.emulator.store.lock:
+            a = api.emulator.store.batches[first["id"]]
+            b = api.emulator.store.batches[second["id"]]
+            states = (a.completed, b.status, b.completed)
+        if states[0] == 20:
+            break
+        assert states[1:] == ("validating", 0), states
+        await asyncio.sleep(0.005)
+    done = await api.wait(second["id"])
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 20
+
+
+async def test_a_batch_waiting_for_a_lane_can_be_cancelled(make_api: MakeApi) -> None:
+    api = await make_api("openai", running_batches=1, request_latency=30)
+    busy = await api.submit(chat_file(3))
+    await api.wait(busy["id"], {"in_progress"})
+    queued = await api.submit(chat_file(3))
+    await api.call("POST", f"/batches/{queued['id']}/cancel")
+    done = await api.wait(queued["id"])
+    assert done["status"] == "cancelled" and done["in_progress_at"] is None
+    assert done["output_file_id"] is None and done["error_file_id"] is None
+    assert (await api.call("GET", f"/batches/{busy['id']}")).json()["status"] == "in_progress"
+    await api.call("POST", f"/batches/{busy['id']}/cancel")
+    ended = await api.wait(busy["id"])
+    assert ended["status"] == "cancelled"
+    assert ended["request_counts"]["completed"] + ended["request_counts"]["failed"] == 3
