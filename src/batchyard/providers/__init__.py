@@ -30,6 +30,7 @@ from batchyard.providers.base import (
 )
 from batchyard.providers.client import AsyncProviderClient, SyncProviderClient
 from batchyard.providers.http import AsyncExecutor, SyncExecutor, build_timeout
+from batchyard.providers.lending import LendingTransport
 from batchyard.providers.openai import OpenAIOperations
 
 __all__ = [
@@ -73,10 +74,13 @@ def build_provider(config: ProviderConfig, http: HttpSettings | None = None, *,
                    label: str = "") -> SyncProviderClient:
     """A synchronous adapter; ``transport`` lets tests mount the emulator in-process.
 
-    ``label`` (the deployment id) names the calls in the provider metrics."""
+    ``label`` (the deployment id) names the calls in the provider metrics. The client may be
+    shared by threads: by default each request borrows a connection pool of its own
+    (:class:`~batchyard.providers.lending.LendingTransport`)."""
     http = http or HttpSettings()
     ops = build_operations(config)
-    client = httpx.Client(transport=metered(transport, label), headers=_headers(ops),
+    client = httpx.Client(transport=metered(transport or LendingTransport(), label),
+                          headers=_headers(ops),
                           timeout=build_timeout(http))
     return SyncProviderClient(ops, SyncExecutor(client, http))
 

@@ -41,6 +41,7 @@ from batchyard.providers.http import (
     SyncExecutor,
     build_timeout,
 )
+from batchyard.providers.lending import LendingTransport
 from batchyard.providers.wire import integer, next_cursor, optional_str, parse_page, timestamp
 
 ANTHROPIC_API_BASE = "https://api.anthropic.com"
@@ -302,8 +303,8 @@ def build_anthropic_provider(config: ProviderConfig, http: HttpSettings | None =
     ``label`` (the deployment id) names the calls in the provider metrics."""
     http = http or HttpSettings()
     ops = AnthropicOperations(config)
-    client = httpx.Client(transport=metered(transport, label), headers=_client_headers(ops),
-                          timeout=build_timeout(http))
+    client = httpx.Client(transport=metered(transport or LendingTransport(), label),
+                          headers=_client_headers(ops), timeout=build_timeout(http))
     return AnthropicClient(ops, SyncExecutor(client, http))
 
 
