@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from functools import partial
 from typing import Any, BinaryIO, Literal, cast
 
@@ -45,6 +46,7 @@ class BodyPuller:
     def __init__(self, request: Request) -> None:
         self._receive = request.receive
         self._done = False
+        self._pending: deque[bytes] = deque()
 
     async def _next_messages(self) -> list[bytes]:
         pieces: list[bytes] = []
@@ -61,11 +63,14 @@ class BodyPuller:
         return pieces
 
     def __call__(self) -> bytes:
-        while not self._done:
-            pieces = anyio.from_thread.run(self._next_messages)
-            if pieces:
-                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return b""
+        """The next body message's bytes (b"" at the end); one thread hop per ~1 MiB.
+
+        The messages of a hop are handed out one by one, not joined: joining copied every
+        byte of the upload once more, and the parser takes pieces of any size.
+        """
+        while not self._pending and not self._done:
+            self._pending.extend(anyio.from_thread.run(self._next_messages))
+        return self._pending.popleft() if self._pending else b""
 
     def drain(self, limit: int = DRAIN_LIMIT) -> None:
         """Read and drop up to ``limit`` more bytes (stopping if the client stalls)."""

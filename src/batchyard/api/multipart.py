@@ -112,7 +112,9 @@ class StreamingForm:
             self.file_bytes += end - start
             if self.file_bytes > self._max_file_bytes:
                 raise too_large(self._max_file_bytes)
-            self._chunks.append(bytes(data[start:end]))
+            # The whole message is file data (the usual case): keep it as it is, uncopied.
+            whole = start == 0 and end == len(data) and isinstance(data, bytes)
+            self._chunks.append(data if whole else bytes(data[start:end]))
         elif len(self._field_value) + end - start > MAX_FIELD_BYTES:
             raise InvalidInputError(f"Form field '{self._part_name}' is too large.",
                                     param=self._part_name)

@@ -186,15 +186,29 @@ class Meter:
 
 
 def rechunk(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Regroup arbitrary chunks into pieces of exactly ``size`` bytes (the last may be less)."""
-    buf = bytearray()
+    """Regroup arbitrary chunks into pieces of exactly ``size`` bytes (the last may be less).
+
+    Pieces are collected in a list and joined once per ``size`` bytes (one copy of the data,
+    plus the slice of an output that spans two inputs), not appended to a growing buffer.
+    """
+    pending: list[bytes] = []
+    have = 0
     for chunk in chunks:
-        if not buf and len(chunk) == size:
-            yield bytes(chunk)  # already the right size: skip the copy into buf
+        if not chunk:
             continue
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        if not pending and len(chunk) == size:
+            yield bytes(chunk)  # already the right size (no copy for bytes)
+            continue
+        pending.append(chunk)
+        have += len(chunk)
+        if have < size:
+            continue
+        joined = b"".join(pending)
+        start = 0
+        while have - start >= size:
+            yield joined[start:start + size] if start or have > size else joined
+            start += size
+        pending = [joined[start:]] if start < have else []
+        have -= start
+    if pending:
+        yield b"".join(pending)
