@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from batchyard.config import Settings
 from batchyard.errors import ConfigError
 from batchyard.storage.base import CHUNK_BYTES, FileStore
-from batchyard.storage.database import FILE_CHUNKS, DatabaseFileStore
+from batchyard.storage.database import FILE_CHUNKS, DatabaseFileStore, side_engine
 from batchyard.storage.local import LocalFileStore
 
 __all__ = ["CHUNK_BYTES", "FILE_CHUNKS", "DatabaseFileStore", "FileStore", "LocalFileStore",
@@ -23,7 +23,8 @@ def build_store(settings: Settings, engine: Engine) -> FileStore:
     or ``s3`` (boto3 is imported only for ``s3``)."""
     backend = settings.storage_backend.lower()
     if backend == "database":
-        return DatabaseFileStore(engine)
+        # On SQLite new chunks go to a file of their own next to the database (64 KiB pages).
+        return DatabaseFileStore(engine, chunk_engine=side_engine(engine))
     if backend == "local":
         return LocalFileStore(settings.data_dir / "files")
     if backend == "s3":

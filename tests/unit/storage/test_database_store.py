@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event, func, select
 
 from batchyard.errors import StorageError
 from batchyard.storage import FILE_CHUNKS, DatabaseFileStore
-from batchyard.storage.database import metadata
+from batchyard.storage.database import SIDE_PAGE_BYTES, metadata, side_engine, side_path
 from tests.unit.storage.stores import StoreContract
 
 CHUNK = 1000
@@ -121,3 +121,80 @@ def test_a_wal_database_is_checkpointed_after_the_put_and_keeps_its_autocheckpoi
     assert autocheckpoint == 1000  # the one pooled connection wrote, then was restored
     assert b"".join(store.open_stream("big")) == payload
     engine.dispose()
+
+
+class TestSideFileStore(StoreContract):
+    """The SQLite layout build_store picks: new chunks in a file of their own."""
+
+    max_chunk = CHUNK
+
+    @pytest.fixture()
+    def store(self, engine: Engine) -> Iterator[DatabaseFileStore]:
+        side = side_engine(engine)
+        assert side is not None
+        store = DatabaseFileStore(engine, chunk_bytes=CHUNK, chunk_engine=side)
+        yield store
+        store.close()
+
+
+def test_sqlite_chunks_go_to_a_side_file_with_big_pages(engine: Engine, tmp_path: Path) -> None:
+    side = side_engine(engine)
+    assert side is not None
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK, chunk_engine=side)
+    store.put_stream("k", [b"s" * 2500])
+    assert side_path(str(tmp_path / "store.db")) == tmp_path / "store-files.db"
+    assert row_count(engine, "k") == 0  # nothing in the main file
+    assert row_count(side, "k") == 3
+    with side.connect() as conn:
+        raw: Any = conn.connection.driver_connection
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == SIDE_PAGE_BYTES
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_chunks_stored_before_the_side_file_stay_readable_and_deletable(
+        engine: Engine) -> None:
+    DatabaseFileStore(engine, chunk_bytes=CHUNK).put_stream("old", [b"o" * 1500])
+    side = side_engine(engine)
+    assert side is not None
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK, chunk_engine=side)
+    store.put_stream("new", [b"n" * 10])
+    assert store.exists("old") and store.exists("new")
+    assert b"".join(store.open_stream("old")) == b"o" * 1500
+    assert b"".join(store.open_stream("new")) == b"n" * 10
+    store.delete("old")
+    assert not store.exists("old") and row_count(engine) == 0
+    with pytest.raises(StorageError):
+        store.open_stream("old")
+    store.close()
+
+
+def test_a_failed_upload_leaves_no_rows_in_the_side_file(engine: Engine) -> None:
+    side = side_engine(engine)
+    assert side is not None
+    store = DatabaseFileStore(engine, chunk_bytes=CHUNK, chunk_engine=side)
+
+    def broken() -> Iterator[bytes]:
+        yield b"z" * 5000
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.put_stream("k", broken())
+    assert row_count(side) == 0 and not store.exists("k")
+    store.close()
+
+
+def test_only_a_sqlite_file_gets_a_side_file(tmp_path: Path) -> None:
+    memory = create_engine("sqlite://")
+    assert side_engine(memory) is None
+    memory.dispose()
+    from batchyard.config import Settings
+    from batchyard.db.engine import make_engine, readonly_engine
+    from batchyard.storage import build_store
+
+    main = make_engine(f"sqlite:///{tmp_path / 'batchyard.db'}")
+    store = build_store(Settings(data_dir=tmp_path), readonly_engine(main))
+    assert isinstance(store, DatabaseFileStore)
+    assert str(store.chunk_engine.url).endswith("batchyard-files.db")
+    store.close()
+    main.dispose()
