@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/upload_bench.py [--database postgres|sqlite]
        [--storage database|local|s3] [--size-mb 200] [--rounds 3] [--workers 1]
+       [--input FILE]
 
 Writes a realistic, non-repetitive JSONL (chat requests whose text is cut from a large pool
 of random pseudo-words, so no compressor finds long repeats: it compresses about as well as
@@ -270,13 +271,21 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--input", type=Path, default=None,
+                        help="upload this file (e.g. one made by an earlier run) instead of "
+                             "generating one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchyard-upload-") as tmp:
-        path = Path(tmp) / "input.jsonl"
-        started = time.perf_counter()
-        lines = make_jsonl(path, args.size_mb * MB)
-        print(f"generated {path.stat().st_size / MB:.1f} MB, {lines} lines in "
-              f"{time.perf_counter() - started:.1f} s; zlib ratio {zlib_ratio(path):.2f}:1")
+        if args.input is not None:
+            path = args.input
+            print(f"using {path} ({path.stat().st_size / MB:.1f} MB); "
+                  f"zlib ratio {zlib_ratio(path):.2f}:1")
+        else:
+            path = Path(tmp) / "input.jsonl"
+            started = time.perf_counter()
+            lines = make_jsonl(path, args.size_mb * MB)
+            print(f"generated {path.stat().st_size / MB:.1f} MB, {lines} lines in "
+                  f"{time.perf_counter() - started:.1f} s; zlib ratio {zlib_ratio(path):.2f}:1")
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         run(args, path, data_dir)
