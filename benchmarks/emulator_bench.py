@@ -56,9 +56,10 @@ def _wait(emu: Emulator, batch_ids: list[str]) -> None:
         time.sleep(0.01)
 
 
-def runner_run(inputs: list[bytes]) -> tuple[float, float, list[float]]:
+def runner_run(inputs: list[bytes], running: int | None = None
+               ) -> tuple[float, float, list[float]]:
     """Create every batch at once; (wall, cpu, per-batch end times relative to start)."""
-    emu = Emulator(EmulatorConfig(**FAST))
+    emu = Emulator(EmulatorConfig(**FAST, **({"running_batches": running} if running else {})))
     try:
         file_ids = []
         for data in inputs:
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000, help="requests per batch")
     parser.add_argument("--profile", choices=("runner", "http"), default=None)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--running-batches", type=int, default=None,
+                        help="the runner measurement with at most N batches at work at once")
     args = parser.parse_args()
     inputs = [make_input(args.requests, n * args.requests) for n in range(args.batches)]
     total = args.batches * args.requests
@@ -135,10 +138,11 @@ def main() -> None:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
         return
-    wall, cpu, ends = runner_run(inputs)
+    wall, cpu, ends = runner_run(inputs, args.running_batches)
     print(f"runner: {args.batches} batches x {args.requests:,} = {total:,} requests "
           f"({mb:.1f} MB) in {wall:.2f} s wall, {cpu:.2f} CPU s = {total / cpu:,.0f} "
-          f"requests per CPU second; batches done at "
+          f"requests per CPU second (running batches {args.running_batches or 'all'}); "
+          f"batches done at "
           + ", ".join(f"+{e:.1f}" for e in sorted(ends)) + " s")
     if args.skip_http:
         return

@@ -22,6 +22,13 @@ from batchyard.emulator.store import page
 _PAGED_FILES_SINCE = "2025-04-01"
 
 
+class BigChunkFileResponse(FileResponse):
+    """A file streamed in 1 MB reads and sends instead of Starlette's 64 KB: a 30 MB output
+    file is 30 trips through the event loop and the middleware, not 480."""
+
+    chunk_size = 1024 * 1024
+
+
 def _emu(request: Request) -> Emulator:
     emulator: Emulator = request.app.state.emulator
     return emulator
@@ -92,7 +99,7 @@ def file_routes(surface: Surface) -> APIRouter:
     @router.get("/files/{file_id}/content")
     def file_content(request: Request, file_id: str) -> Response:
         entry = _emu(request).get_file(file_id)
-        return FileResponse(entry.path, media_type="application/octet-stream",
+        return BigChunkFileResponse(entry.path, media_type="application/octet-stream",
                             filename=entry.filename, content_disposition_type="attachment")
 
     return router

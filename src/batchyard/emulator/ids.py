@@ -24,7 +24,8 @@ def _base62(length: int) -> str:
 
 def _hex(length: int) -> str:
     """``length`` random lowercase hex digits."""
-    return f"{_rng.getrandbits(4 * length):0{length}x}"
+    # "%" is 3x faster than the f-string "{n:0{length}x}" (its format spec is parsed each time)
+    return "%0*x" % (length, _rng.getrandbits(4 * length))  # noqa: UP031
 
 
 def _uuid4() -> uuid.UUID:

@@ -6,10 +6,11 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.emulator.errors import EmulatorError
+from batchyard.emulator.handlers import BigChunkFileResponse
 from batchyard.emulator.message_batches import MessageBatches, batch_object
 from batchyard.emulator.state import Emulator
 
@@ -80,6 +81,6 @@ def anthropic_router() -> APIRouter:
     @router.get("/{batch_id}/results")
     def results(request: Request, batch_id: str) -> Response:
         path = _batches(request).results_path(batch_id)
-        return FileResponse(path, media_type="application/binary")
+        return BigChunkFileResponse(path, media_type="application/binary")
 
     return router
