@@ -162,6 +162,31 @@ def test_kill_during_an_upload_into_postgres_leaves_no_file_and_no_chunks(
         engine.dispose()
 
 
+def test_kill_during_an_upload_into_sqlite_leaves_no_file_and_no_chunks(tmp_path: Path) -> None:
+    """The embedded default: chunks go to ``batchyard-files.db`` (its own WAL) and the file row
+    to ``batchyard.db``; killed while the chunk transaction is open, neither shows anything."""
+    env = serve_env(tmp_path, f"sqlite:///{tmp_path / 'batchyard.db'}",
+                    BATCHYARD_STORAGE_BACKEND="database")
+    env.pop("BATCHYARD_BROKER_URL", None)  # the embedded SQLite broker
+    side_wal = tmp_path / "batchyard-files.db-wal"
+
+    def chunks_being_inserted() -> bool:
+        # Several MiB of uncommitted frames in the side file's WAL: the put is under way.
+        return side_wal.exists() and side_wal.stat().st_size > 8 * MB
+
+    kill_mid_upload(env, chunks_being_inserted)
+    main = sa.create_engine(f"sqlite:///{tmp_path / 'batchyard.db'}")
+    side = sa.create_engine(f"sqlite:///{tmp_path / 'batchyard-files.db'}")
+    try:
+        # Only the small upload made after the restart is there: one file, one chunk.
+        assert count(main, "files") == 1
+        assert count(side, "file_chunks") == 1
+        assert count(main, "file_chunks") == 0
+    finally:
+        main.dispose()
+        side.dispose()
+
+
 def test_kill_during_an_upload_into_s3_leaves_no_file_and_no_object(
         pg_database: str, tmp_path: Path) -> None:
     from batchyard.config import S3Settings
