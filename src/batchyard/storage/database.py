@@ -262,10 +262,11 @@ def side_engine(engine: Engine) -> Engine | None:
     with 64 KiB pages, WAL, and the ``file_chunks`` table); None for anything else.
 
     Why a file of its own: SQLite's page size is one per database file. 64 KiB pages halve
-    what SQLite spends on an upload's chunks (200 MB: inserts 0.29 -> 0.13 s, checkpoint
-    0.5 -> 0.25 s, docs/benchmarks.md) but made small transactions (a batch create) 2-5x
-    slower, so the main file keeps its 4 KiB pages. A put and the file row it precedes
-    were separate transactions already, so nothing needed both files in one commit.
+    what SQLite spends on an upload's chunks (200 MB: insert CPU 0.29-0.33 -> 0.13-0.22 s,
+    and the checkpoint about halves too; ``benchmarks/sqlite_chunk_pages.py``) but made
+    create-like small transactions 2.5-3x slower, so the main file keeps its 4 KiB pages. A
+    put and the file row it precedes were separate transactions already, so nothing needed
+    both files in one commit.
     """
     if engine.dialect.name != "sqlite":
         return None
