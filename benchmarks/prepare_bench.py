@@ -6,10 +6,12 @@
 
 It writes a JSONL of chat requests (``--mb`` MB of lines of about ``--line-bytes`` bytes),
 stores it through the files service and creates a batch (not timed), then runs
-``prepare_batch`` (validate, split into parts, write every request row, all in one
-transaction) in a separate process and prints lines/s, MB/s and that process's memory: RSS
-before the call (imports, engine) and the peak during it (VmHWM, reset just before the
-call), so the figure is what prepare itself adds.
+``prepare_batch`` (validate the whole file, then split it into parts, each part's request rows
+committed in its own transaction and nudged to ``submit`` right after) in a separate process
+and prints lines/s, MB/s, when the first ``submit`` nudge was sent (what a worker could start
+uploading from), and that process's memory: RSS before the call (imports, engine) and the
+peak during it (VmHWM, reset just before the call), so the figure is what prepare itself adds.
+Run it with ``PYTHONPATH=<another checkout>/src`` to time that checkout's prepare.
 """
 
 from __future__ import annotations
@@ -75,7 +77,13 @@ def child(url: str, data_dir: Path, batch_id: str, args: argparse.Namespace) -> 
     """The measured worker: one prepare_batch call."""
     from batchyard.services.prepare import prepare_batch
 
-    svc: Services = build_services(settings_for(url, data_dir, args), nudge=lambda t, o: None)
+    first_submit: list[float] = []
+
+    def nudge(task: str, _object_id: str) -> None:
+        if task == "submit" and not first_submit:
+            first_submit.append(time.perf_counter())
+
+    svc: Services = build_services(settings_for(url, data_dir, args), nudge=nudge)
     with svc.engine.connect() as conn:  # open the pool's connection before measuring
         conn.execute(sa.text("SELECT 1"))
     before_kb = _status_kb("VmRSS")
@@ -85,7 +93,8 @@ def child(url: str, data_dir: Path, batch_id: str, args: argparse.Namespace) -> 
     seconds = time.perf_counter() - start
     peak_kb = _status_kb("VmHWM")
     svc.close()
-    print(orjson.dumps({"parts": len(parts), "seconds": seconds, "rss_before_mb":
+    print(orjson.dumps({"parts": len(parts), "seconds": seconds,
+                        "first_submit": (first_submit or [start])[0] - start, "rss_before_mb":
                         before_kb / 1024, "peak_rss_mb": peak_kb / 1024}).decode())
 
 
@@ -167,7 +176,8 @@ def main() -> None:
           f"({size / lines:,.0f} B/line); parts of <= {args.part_max_requests:,} requests / "
           f"{args.part_max_mb} MiB")
     print(f"prepare: {secs:.2f} s = {lines / secs:,.0f} lines/s, {size / 1e6 / secs:,.1f} MB/s;"
-          f" batch {status}, {parts} parts, {stored:,} request rows")
+          f" batch {status}, {parts} parts, {stored:,} request rows; first submit nudge at "
+          f"{figures['first_submit']:.2f} s")
     print(f"worker RSS before prepare {figures['rss_before_mb']:.0f} MB, peak during "
           f"{figures['peak_rss_mb']:.0f} MB "
           f"(+{figures['peak_rss_mb'] - figures['rss_before_mb']:.0f} MB)")

@@ -240,3 +240,42 @@ def _cancel_during_prepare(pipeline: _Pipeline, emulator: EmulatorServer) -> Non
     statuses = pipeline.rows("SELECT to_status FROM events WHERE batch_id = :b AND "
                              "entity = 'batch' ORDER BY id", b=batch_id)
     assert [e["to_status"] for e in statuses] == ["validating", "cancelling", "cancelled"]
+
+
+def test_a_second_prepare_of_the_same_batch_never_writes_a_part_twice(
+        pipeline: _Pipeline) -> None:
+    # A lease ran out while the first prepare was still splitting: the sweep's nudge starts
+    # a second one. Here it runs (to the end) right after the first one's first part.
+    batch_id = pipeline.batch(jsonl(_lines(11)))  # parts of 4, 4, 3
+    second: list[list[str]] = []
+
+    def second_prepare(task: str, _object_id: str) -> bool:
+        if task == "submit" and pipeline.on_nudge is not None:
+            pipeline.on_nudge = None
+            pipeline.make_due(batch_id)
+            second.append(prepare_batch(pipeline.svc, batch_id))
+        return False
+
+    pipeline.on_nudge = second_prepare
+    first = prepare_batch(pipeline.svc, batch_id)
+    assert len(first) == 1 and len(second[0]) == 2  # the first stopped at its next part
+    parts = pipeline.rows("SELECT id, seq, request_count FROM parts ORDER BY seq")
+    assert [(p["seq"], p["request_count"]) for p in parts] == [(1, 4), (2, 4), (3, 3)]
+    assert sorted(p["id"] for p in parts) == sorted(first + second[0])
+    requests = pipeline.rows("SELECT custom_id FROM requests ORDER BY line_no")
+    assert [r["custom_id"] for r in requests] == [f"r{i}" for i in range(11)]
+    assert batch_service.get_batch(pipeline.svc, batch_id, owner=None).status == "in_progress"
+    assert pipeline.run_until_done(batch_id) == "completed"
+
+
+def test_a_batch_cancelled_after_a_prepare_crash_ends_cancelled_with_its_part_stopped(
+        pipeline: _Pipeline, emulator: EmulatorServer) -> None:
+    batch_id = pipeline.batch(jsonl(_lines(11)))
+    assert _prepare_killed_after_one_part(pipeline, batch_id) == -9
+    batch_service.cancel_batch(pipeline.svc, batch_id, owner=None)
+    pipeline.make_due(batch_id)
+    assert prepare_batch(pipeline.svc, batch_id) == []  # hands the batch to the cancel task
+    assert ("cancel", batch_id) in pipeline.queue
+    assert pipeline.run_until_done(batch_id) == "cancelled"
+    assert [p["status"] for p in pipeline.rows("SELECT status FROM parts")] == ["cancelled"]
+    assert _sent_to_provider(emulator) == ([], [])

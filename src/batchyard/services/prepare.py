@@ -73,24 +73,34 @@ def prepare_batch(svc: Services, batch_id: str) -> list[str]:
         if not claim_batch(session, batch_id, svc.settings.pipeline.stale_seconds,
                            stages=[BatchStage.ACCEPTED]):
             return []
+    loaded = _load(svc, batch_id)
+    if loaded is None:
+        return []
+    batch, input_file, waiting = loaded
+    for part_id in waiting:  # resumed after a crash: their nudges may be lost too
+        svc.nudge("submit", part_id)
+    return _validate_and_split(svc, batch, input_file)
+
+
+def _load(svc: Services, batch_id: str) -> tuple[BatchRow, FileRow | None, list[str]] | None:
+    """The batch to split, its input file and its parts waiting for ``submit`` (written by
+    an earlier run); None: nothing to split."""
+    hand_over = False
     with svc.sessions.begin() as session:
         batch = batches.get_batch_row(session, batch_id)
         if batch is not None and batch.status == BatchStatus.CANCELLING:
             # Cancelled before the split: end it here rather than hold the lease from the
             # cancel task until it runs out (parts written: the cancel task stops them).
-            if not end_cancelled_before_split(session, batch_id):
+            hand_over = not end_cancelled_before_split(session, batch_id)
+            if hand_over:
                 batches.set_due(session, batch_id, time.time())
-                svc.nudge("cancel", batch_id)
-            return []
-        if batch is None or batch.status != BatchStatus.VALIDATING:
-            return []
-        input_file = files.get_file_row(session, batch.input_file_id)
-        # Resumed after a crash: the nudges of parts written before it may be lost too.
-        waiting = [p.id for p in parts.parts_of(session, batch_id)
-                   if p.status == PartStatus.PENDING] if batch.total else []
-    for part_id in waiting:
-        svc.nudge("submit", part_id)
-    return _validate_and_split(svc, batch, input_file)
+        elif batch is not None and batch.status == BatchStatus.VALIDATING:
+            waiting = [p.id for p in parts.parts_of(session, batch_id)
+                       if p.status == PartStatus.PENDING] if batch.total else []
+            return batch, files.get_file_row(session, batch.input_file_id), waiting
+    if hand_over:
+        svc.nudge("cancel", batch_id)
+    return None
 
 
 def _validate_and_split(svc: Services, batch: BatchRow, input_file: FileRow | None) -> list[str]:
@@ -151,6 +161,15 @@ def _split(svc: Services, batch: BatchRow, file_row: FileRow | None,
         for index, block in _cut(svc, batch, file_row):
             writer.write(index, block)
         writer.close()
+    except _Moved:
+        raise
+    except Exception:
+        # E.g. a unique violation of the request rows (from the driver's COPY on another
+        # thread, or the ORM): another prepare wrote them first. Then stop like a lost CAS.
+        writer.abort()
+        if writer.overtaken():
+            raise _Moved from None
+        raise
     finally:
         writer.abort()  # a part left open by an error is rolled back
 
@@ -297,16 +316,18 @@ class _PartWriter:
         part_id, count = self._part_id, self._count
         estimate = tally_pico(self.price(), self._tally)
         before = self.skip + self.written
+        # The compare-and-set first: it locks the batch row, so the part's number below
+        # cannot be taken by another writer (a retry, a second prepare) before the commit.
+        if not batches.record_split(session, self.batch_id, written_before=before,
+                                    written_after=before + count, model=self.model,
+                                    lease_until=time.time() + self.svc.settings.pipeline
+                                    .stale_seconds):
+            raise _Moved  # the part's rows are rolled back by abort()
         parts.add_part(session, part_id=part_id, batch_id=self.batch_id,
                        seq=parts.next_seq(session, self.batch_id), attempt=1,
                        request_count=count, byte_size=self._bytes,
                        estimated_tokens=self._tokens, now=time.time(),
                        reason=f"{count} requests", estimate_pico=estimate)
-        if not batches.record_split(session, self.batch_id, written_before=before,
-                                    written_after=before + count, model=self.model,
-                                    lease_until=time.time() + self.svc.settings.pipeline
-                                    .stale_seconds):
-            raise _Moved  # the part is rolled back by abort()
         session.commit()
         self._end_part()
         self.part_ids.append(part_id)
@@ -338,6 +359,13 @@ class _PartWriter:
             self._price = price_for_group(self.svc, batch.model or self.model, batch.provider,
                                           at=batch.created_at)
         return self._price
+
+    def overtaken(self) -> bool:
+        """Has the batch moved past what this writer wrote (another task's parts, a cancel)?"""
+        with self.svc.sessions() as session:
+            batch = batches.get_batch_row(session, self.batch_id)
+            return (batch is None or batch.status != BatchStatus.VALIDATING
+                    or batch.total != self.skip + self.written)
 
     def batch_estimate(self) -> int | None:
         """The whole input's estimate (None when any of it is unpriced)."""
