@@ -279,3 +279,39 @@ def test_a_batch_cancelled_after_a_prepare_crash_ends_cancelled_with_its_part_st
     assert pipeline.run_until_done(batch_id) == "cancelled"
     assert [p["status"] for p in pipeline.rows("SELECT status FROM parts")] == ["cancelled"]
     assert _sent_to_provider(emulator) == ([], [])
+
+
+def test_a_part_that_ends_before_the_last_part_is_written_does_not_finalize_the_batch(
+        pipeline: _Pipeline, emulator: EmulatorServer) -> None:
+    batch_id = pipeline.batch(jsonl(_lines(12)))  # parts of 4, 4, 4
+
+    def run_part_one_to_its_end(task: str, part_id: str) -> bool:
+        if task != "submit" or pipeline.on_nudge is None:
+            return False
+        pipeline.on_nudge = None
+        run_task(pipeline.svc, task, part_id)
+        deadline = time.monotonic() + 30
+        while pipeline.rows("SELECT status FROM parts WHERE id = :p",
+                            p=part_id)[0]["status"] != "ingested":
+            assert time.monotonic() < deadline, "part 1 did not end"
+            while pipeline.queue:  # poll / ingest nudges (finalize too, if one were sent)
+                run_task(pipeline.svc, *pipeline.queue.popleft())
+            run_tick(pipeline.svc)
+            time.sleep(0.05)
+        while pipeline.queue:
+            run_task(pipeline.svc, *pipeline.queue.popleft())
+        assert pipeline.status(batch_id) == "validating"  # not finalized with 4 of 12
+        # ... and still waiting for prepare: after a crash now, the sweep nudges prepare.
+        assert pipeline.rows("SELECT stage FROM batches WHERE id = :b",
+                             b=batch_id)[0]["stage"] == "accepted"
+        return True
+
+    pipeline.on_nudge = run_part_one_to_its_end
+    assert len(prepare_batch(pipeline.svc, batch_id)) == 3
+    assert pipeline.run_until_done(batch_id) == "completed"
+    batch = batch_service.get_batch(pipeline.svc, batch_id, owner=None)
+    assert (batch.request_counts.total, batch.request_counts.completed) == (12, 12)
+    statuses = pipeline.rows("SELECT to_status FROM events WHERE batch_id = :b AND "
+                             "entity = 'batch' ORDER BY id", b=batch_id)
+    assert [e["to_status"] for e in statuses] == ["validating", "in_progress", "finalizing",
+                                                  "completed"]

@@ -31,11 +31,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import marshal
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy.orm import Session
@@ -194,26 +196,37 @@ def rewrite_margin(svc: Services) -> int:
 
 
 class _RowCopier:
-    """Writes request rows on a second thread (PostgreSQL), so the database inserts one
-    block while this thread validates and splits the next: the driver waits for the
-    server without the GIL. Same connection and transaction; the caller's thread must not
-    use the session until :meth:`drain` returned. At most two blocks wait (bounded memory).
+    """Writes one part's request rows inside the part's transaction.
+
+    PostgreSQL: on a second thread, so the database inserts one block while this thread
+    validates and splits the next (the driver waits for the server without the GIL). Same
+    connection and transaction; the caller's thread must not use the session until
+    :meth:`drain` returned. At most two blocks wait (bounded memory).
+
+    SQLite: blocks are spooled to a temporary file and inserted at :meth:`drain`. SQLite
+    has one writer and a transaction takes the write lock when it starts, so writing as we
+    go would hold the lock while the whole part is parsed, and the submit of the parts
+    already written (its intent writes) would wait for the end of the split.
     """
 
     def __init__(self, session: Session) -> None:
-        self.connection = session.connection()
-        self.threaded = self.connection.dialect.name == "postgresql"
+        self.session = session
+        self.threaded = session.get_bind().dialect.name == "postgresql"
+        self._spool: IO[bytes] | None = None
         self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def put(self, rows: list[tuple[Any, ...]]) -> None:
         if not self.threaded:
-            insert_request_tuples(self.connection, rows)
+            if self._spool is None:
+                self._spool = tempfile.TemporaryFile()
+            marshal.dump(rows, self._spool)  # tuples of str and int
             return
         if self._error is not None:
             self.drain()  # raises it
         if self._thread is None:
+            self.connection = self.session.connection()
             self._thread = threading.Thread(target=self._run, name="prepare-copy", daemon=True)
             self._thread.start()
         self._queue.put(rows)
@@ -228,6 +241,14 @@ class _RowCopier:
 
     def drain(self) -> None:
         """Wait until every block is written; raises what writing one raised."""
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            with spool:
+                spool.seek(0)
+                connection = self.session.connection()
+                with contextlib.suppress(EOFError):
+                    while True:
+                        insert_request_tuples(connection, marshal.load(spool))
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -235,6 +256,14 @@ class _RowCopier:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def discard(self) -> None:
+        """Drop what is not written (the transaction is rolled back next)."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        with contextlib.suppress(Exception):
+            self.drain()
 
 
 class _PartWriter:
@@ -340,8 +369,7 @@ class _PartWriter:
 
     def _end_part(self) -> None:
         if self._copier is not None:
-            with contextlib.suppress(Exception):
-                self._copier.drain()
+            self._copier.discard()
         if self._session is not None:
             self._session.close()  # rolls back what is not committed
         self._session = self._copier = None
