@@ -89,10 +89,51 @@ def test_create_batch_records_validating_and_only_nudges_prepare(
     assert (batch.request_counts.total, batch.request_counts.completed) == (0, 0)
     assert batch.metadata == {"k": "v"}
     assert nudges == [("prepare", batch.id)]
+    # What was written reads back as what create answered (metadata, defaults, flags).
+    assert batch_service.get_batch(svc, batch.id, owner=None) == batch
     with svc.engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT priced_requests, unpriced_requests, failure_count, cancel_requested, "
+            "stage FROM batches WHERE id = :b"), {"b": batch.id}).one() == (
+            0, 0, 0, False, "accepted")
         assert conn.scalar(sa.text("SELECT count(*) FROM parts")) == 0
         assert conn.scalar(sa.text("SELECT to_status FROM events WHERE batch_id = :b"),
                            {"b": batch.id}) == "validating"
+
+
+@pytest.fixture()
+def pg_svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
+        migrate.upgrade(url)
+        services = build_services(Settings(data_dir=tmp_path, database_url=url),
+                                  nudge=lambda task, oid: None)
+        yield services
+        services.close()
+
+
+@pytest.mark.postgres
+def test_a_create_on_a_connection_that_died_fails_once_then_the_pool_reconnects(
+        pg_svc: Services) -> None:
+    # The PostgreSQL create runs on the driver connection, outside SQLAlchemy's execute.
+    import psycopg
+
+    svc = pg_svc
+    file_id = _upload(svc, jsonl([request_line("a")]))
+    with svc.engine.connect() as conn:  # the pool's one connection, used a moment ago
+        pid = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+    with svc.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    admin = sa.create_engine(svc.engine.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+
+    with pytest.raises(psycopg.OperationalError):
+        batch_service.create_batch(svc, owner=None, input_file_id=file_id,
+                                   endpoint="/v1/chat/completions")
+    batch = batch_service.create_batch(svc, owner=None, input_file_id=file_id,
+                                       endpoint="/v1/chat/completions")
+    assert batch_service.get_batch(svc, batch.id, owner=None) == batch
 
 
 def test_create_batch_refuses_an_unknown_input_file(svc: Services) -> None:

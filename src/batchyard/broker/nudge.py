@@ -17,6 +17,7 @@ import queue
 import socket
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -228,14 +229,18 @@ class BackgroundNudger:
     nudge only after committing the row it is about, so a nudge still queued when the
     process dies (or whose publish fails) is lost, never the work: the sweep re-sends it.
     :meth:`close` (also run at exit) sends what is queued before returning. When ``send``
-    has a ``send_many`` (:class:`RedisNudger`), the thread sends everything queued so far
-    (up to ``max_batch``) in one call.
+    has a ``send_many`` (:class:`RedisNudger`, :class:`SqliteNudger`), the thread waits
+    ``linger_seconds`` after a nudge arrives and then sends everything queued by then (up to
+    ``max_batch``) in one call: under a burst of creates one round trip carries many nudges
+    (on Redis a lone ``LPUSH`` cost ~130 us of CPU, one of 16 pipelined ~27 us each), and a
+    nudge is only a hint, so a few milliseconds more before a worker sees it cost nothing.
     """
 
     def __init__(self, send: Callable[[str, str], None], *, flush_seconds: float = 5.0,
-                 max_batch: int = 100) -> None:
+                 max_batch: int = 100, linger_seconds: float = 0.005) -> None:
         self._send = send
         self._send_many: SendMany | None = getattr(send, "send_many", None)
+        self._linger = linger_seconds if self._send_many is not None else 0.0
         self._max_batch = max_batch
         self._flush_seconds = flush_seconds
         self._queue: queue.SimpleQueue[Nudge | None] = queue.SimpleQueue()
@@ -262,6 +267,8 @@ class BackgroundNudger:
             item = self._queue.get()
             if item is None:
                 return
+            if self._linger > 0:
+                time.sleep(self._linger)  # let the nudges of a burst gather
             batch = [item]
             while len(batch) < self._max_batch:
                 try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Boolean,
     Connection,
+    Dialect,
     Engine,
     Float,
     Insert,
@@ -103,6 +104,76 @@ def _insert_batch_and_event(names: tuple[str, ...]) -> Insert:
     ).returning(EventRow.batch_id)
 
 
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled once for the driver: its SQL, the parameters that never change
+    (literals, the columns' scalar defaults) and the bind processors of the others."""
+
+    sql: str
+    constants: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        params = {**self.constants, **given}
+        for name, process in self.processors.items():
+            params[name] = process(params[name])
+        return params
+
+
+@functools.cache
+def _pg_create_statement(dialect: Dialect, names: tuple[str, ...]) -> _DriverStatement:
+    """The create statement (batch + event) as SQLAlchemy renders it for ``dialect``."""
+    compiled = _insert_batch_and_event(names).compile(dialect=dialect)
+    columns = BatchRow.__table__.c
+    constants: dict[str, Any] = {}
+    for name, value in compiled.params.items():
+        if name in names or name in ("any_owner", "updated_at"):
+            continue
+        if name in columns and columns[name].default is not None:
+            default = columns[name].default
+            if not default.is_scalar:  # a callable default: not a constant
+                raise TypeError(f"column {name} has a non-scalar default")
+            value = default.arg
+        constants[name] = value
+    processors = {name: cast(Callable[[Any], Any], process)
+                  for name, process in compiled._bind_processors.items()
+                  if process is not None}
+    return _DriverStatement(str(compiled), constants, processors)
+
+
+def _pg_create(engine: Engine, params: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """Run the create: one statement, one round trip, autocommit.
+
+    The event is inserted from the CTE's RETURNING, and the statement is its own transaction
+    (no BEGIN and COMMIT round trips; a single statement is atomic, so both rows are written
+    or neither). With psycopg it runs on the driver connection: SQLAlchemy compiled it once,
+    and executing it through the Core cost 0.2-0.4 ms of CPU per create (parameter
+    processing, result set-up, the isolation level set at checkout and reset at checkin),
+    more than psycopg's own work.
+    """
+    if engine.dialect.driver != "psycopg":
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return conn.execute(_insert_batch_and_event(names), params).first()
+    statement = _pg_create_statement(engine.dialect, names)
+    values = statement.params(params)
+    pooled = engine.raw_connection()
+    driver: Any = pooled.driver_connection
+    try:
+        driver.autocommit = True
+        try:
+            return driver.execute(statement.sql, values).fetchone()
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+    except Exception:
+        if driver.closed or driver.broken:  # the pool opens a fresh connection instead
+            pooled.invalidate()
+        raise
+    finally:
+        pooled.close()
+
+
 _INSERT_EVENT = insert(EventRow)
 #: Every attribute of a BatchRow, None: the record of a new batch starts from these.
 _NEW_ROW: dict[str, Any] = {prop.key: None for prop in inspect(BatchRow).column_attrs}
@@ -117,12 +188,7 @@ def insert_batch(engine: Engine, values: dict[str, Any], *,
     anyone's) and was uploaded for batches. None: nothing was written."""
     params = {**values, "any_owner": owner is None}
     if engine.dialect.name == "postgresql":
-        # One statement, one round trip: the event is inserted from the CTE's RETURNING, and
-        # the statement is its own transaction (autocommit: no BEGIN and COMMIT round trips;
-        # a single statement is atomic, so both rows are written or neither).
-        with engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            inserted = conn.execute(_insert_batch_and_event(tuple(values)), params).first()
+        inserted = _pg_create(engine, params, tuple(values))
     else:
         # SQLite has one writer at a time, and a connection that finds the write lock taken
         # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms): concurrent creates of one
