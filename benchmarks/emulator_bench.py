@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/emulator_bench.py --batches 20 --requests 50000
     .venv/bin/python benchmarks/emulator_bench.py --profile runner     # cProfile of one run
 
-Three measurements, each with the process CPU seconds (``time.process_time``) it took:
+Four measurements, each with the process CPU seconds (``time.process_time``) it took:
 
+* **inline**: one batch's runner driven five times in the calling thread (best and median).
 * **runner**: ``--batches`` batches of ``--requests`` chat lines (the e2e benchmark's lines)
   created on an in-process :class:`Emulator` (no HTTP) and run to ``completed``; requests per
   CPU second and per wall second.
@@ -27,7 +28,9 @@ import httpx
 import orjson
 
 from batchyard.emulator import EmulatorConfig, EmulatorServer
+from batchyard.emulator.runner import BatchRunner
 from batchyard.emulator.state import Emulator
+from batchyard.emulator.store import BatchEntry
 
 FAST = {"validation_delay": 0.0, "finalize_delay": 0.0, "cancel_grace": 0.0}
 
@@ -87,6 +90,33 @@ def runner_run(inputs: list[bytes], running: int | None = None
         emu.close()
 
 
+def inline_run(data: bytes, repeats: int) -> list[float]:
+    """One batch's runner driven in the calling thread (no other thread, no GIL handoffs),
+    ``repeats`` times; the CPU seconds of each run."""
+    emu = Emulator(EmulatorConfig(**FAST))
+    try:
+        path = emu.new_upload_path()
+        path.write_bytes(data)
+        entry = emu.add_upload(filename="in.jsonl", purpose="batch", path=path, size=len(data),
+                               expires_after=None)
+        times = []
+        for n in range(repeats):
+            now = int(time.time())
+            batch = BatchEntry(id=f"batch_inline{n}", endpoint="/v1/chat/completions",
+                               input_file_id=entry.id, completion_window="24h",
+                               created_at=now, expires_at=now + 86400, metadata=None)
+            emu.store.add_batch(batch)
+            runner = BatchRunner(emu, batch, path.open("rb"))
+            cpu0 = time.process_time()
+            runner.run()
+            times.append(time.process_time() - cpu0)
+            if batch.status != "completed":
+                raise SystemExit(f"inline batch ended {batch.status}")
+        return times
+    finally:
+        emu.close()
+
+
 def http_run(inputs: list[bytes]) -> tuple[float, float, float, float, int]:
     """Upload every input over HTTP, run the batches, download every output.
 
@@ -138,6 +168,10 @@ def main() -> None:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
         return
+    times = sorted(inline_run(inputs[0], 5))
+    print(f"one batch of {args.requests:,} in the calling thread, 5 runs: best {times[0]:.3f}, "
+          f"median {times[2]:.3f} CPU s = {args.requests / times[0]:,.0f} requests per CPU "
+          f"second (best), {args.requests / times[2]:,.0f} (median)")
     wall, cpu, ends = runner_run(inputs, args.running_batches)
     print(f"runner: {args.batches} batches x {args.requests:,} = {total:,} requests "
           f"({mb:.1f} MB) in {wall:.2f} s wall, {cpu:.2f} CPU s = {total / cpu:,.0f} "

@@ -209,10 +209,9 @@ class BatchRunner(threading.Thread):
     def _execute(self, sinks: _Sinks) -> list[str]:
         """Run lines until done, cancelled or expired; returns custom_ids never run."""
         unrun: list[str] = []
-        expires = not self.azure
-        deadline, latency = self.deadline, self.cfg.request_latency
+        expires, deadline, cfg = not self.azure, self.deadline, self.cfg
         cancel, stopped = self.batch.cancel_requested, self.stopped
-        azure, dims, fault = self.azure, self.cfg.embedding_dimensions, self.emu.request_fault
+        azure, dims, fault = self.azure, cfg.embedding_dimensions, self.emu.request_fault
         record, loads, now = self._record, orjson.loads, time.monotonic
         for raw in self._lines():
             if raw.isspace() or not raw:
@@ -221,8 +220,8 @@ class BatchRunner(threading.Thread):
             if unrun or cancel.is_set() or stopped.is_set() or (expires and now() >= deadline):
                 unrun.append(line["custom_id"])
                 continue
-            if latency > 0:
-                cancel.wait(latency)
+            if cfg.request_latency > 0:  # read per line: it may be changed on a live emulator
+                cancel.wait(cfg.request_latency)
             outcome = run_request(line, azure=azure, dims=dims, injected=fault(line))
             record(sinks, line["custom_id"], outcome)
         return unrun

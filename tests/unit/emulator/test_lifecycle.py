@@ -231,3 +231,13 @@ async def test_a_batch_waiting_for_a_lane_can_be_cancelled(make_api: MakeApi) ->
     ended = await api.wait(busy["id"])
     assert ended["status"] == "cancelled"
     assert ended["request_counts"]["completed"] + ended["request_counts"]["failed"] == 3
+
+
+async def test_request_latency_changed_on_a_live_emulator_applies_to_a_running_batch(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api("openai", request_latency=0.1)
+    batch = await api.wait((await api.submit(chat_file(300)))["id"], {"in_progress"})
+    api.emulator.config.request_latency = 0.0  # 300 x 0.1 s would outlast the 10 s wait
+    done = await api.wait(batch["id"])
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 300
