@@ -71,7 +71,9 @@ def test_write_results_copies_fresh_rows_and_merges_once_one_exists(
 
     def row(custom_id: str, attempt: int, ok: bool) -> tuple:
         values = dict.fromkeys(RESULT_WRITE_COLUMNS)
-        values.update(batch_id=batch.id, custom_id=custom_id, line_no=1, attempt=attempt,
+        # One input line per custom_id, as ingest gives them (a result is keyed by its line).
+        values.update(batch_id=batch.id, custom_id=custom_id,
+                      line_no=" abc".index(custom_id), attempt=attempt,
                       ok=ok, input_tokens=0, output_tokens=0, total_tokens=0,
                       rendered_bytes=10, created_at=0, cached_tokens=0)
         return tuple(values[c] for c in RESULT_WRITE_COLUMNS)

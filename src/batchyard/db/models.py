@@ -230,21 +230,24 @@ class RequestRow(Base):
 
 
 class ResultRow(Base):
-    """The outcome of one request: exactly one row per (batch, custom_id)."""
+    """The outcome of one request: exactly one row per (batch, custom_id).
+
+    Keyed by (batch_id, line_no) (migration 0570: the request's input line, unique in its
+    batch; the reads in input order use it) with no id column: each index costs every
+    ingested row an entry, so there are two, this key and the unique (batch_id, custom_id)
+    that makes a second ingest of the same output merge instead of adding rows.
+    """
 
     __tablename__ = "results"
     __table_args__ = (
         UniqueConstraint("batch_id", "custom_id", name="uq_results_batch_custom"),
-        Index("ix_results_batch_line", "batch_id", "line_no"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True, autoincrement=True)
     #: No foreign key (migration 0560): rows are COPYed in bulk by code that has just read
     #: the batch row, and batches are never deleted.
-    batch_id: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     custom_id: Mapped[str] = mapped_column(String(512))
-    line_no: Mapped[int] = mapped_column(Integer)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     part_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     #: True when the request succeeded (2xx); such rows form the output file.

@@ -273,10 +273,11 @@ def fill_rendered_bytes(session: Session, batch_id: str) -> None:
     """Store the rendered line length of rows written without one (final errors written
     in SQL before those rows got theirs at insert); ingested rows got theirs when parsed."""
     while True:
-        rows = session.execute(select(ResultRow.id, *RESULT_COLUMNS)
+        rows = session.execute(select(*RESULT_COLUMNS)
                                .where(ResultRow.batch_id == batch_id,
                                       ResultRow.rendered_bytes == 0).limit(2_000)).all()
         if not rows:
             return
-        session.execute(update(ResultRow), [
-            {"id": row.id, "rendered_bytes": len(render_row(row))} for row in rows])
+        session.execute(update(ResultRow), [  # by primary key: (batch_id, line_no)
+            {"batch_id": row.batch_id, "line_no": row.line_no,
+             "rendered_bytes": len(render_row(row))} for row in rows])
