@@ -92,15 +92,38 @@ def child(url: str, output: Path, batch_rows: int) -> None:
     warm = getattr(getattr(svc, "prices", None), "warm", None)
     if warm is not None:
         warm(wait=True)  # as a worker does when it starts (the price table is imported once)
+    pg_before = _backend_cpu(svc)
     start, cpu = time.perf_counter(), time.process_time()
     with output.open("rb") as stream:
         rows = ingest_stream(svc, part, batch, stream)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    pg_after = _backend_cpu(svc)
+    pg_cpu = (None if pg_before is None or pg_after is None else
+              sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items()))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     totals = _time_totals(svc)
     svc.close()
     print(orjson.dumps({"rows": rows, "seconds": seconds, "cpu": cpu, "totals": totals,
-                        "peak_rss_mb": peak_mb}).decode())
+                        "peak_rss_mb": peak_mb, "pg_cpu": pg_cpu,
+                        "pg_pids": sorted(pg_after or ())}).decode())
+
+
+def _backend_cpu(svc: object) -> dict[int, float] | None:
+    """CPU seconds (user + system) so far of every PostgreSQL backend connected to the
+    bench database (read from /proc: the server runs on this host), by pid."""
+    if svc.engine.dialect.name != "postgresql":  # type: ignore[attr-defined]
+        return None
+    with svc.engine.connect() as conn:  # type: ignore[attr-defined]
+        pids = conn.scalars(sa.text("SELECT pid FROM pg_stat_activity "
+                                    "WHERE datname = current_database()")).all()
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _time_totals(svc: object) -> float | None:
@@ -168,6 +191,8 @@ def main() -> None:
           f" = {figures['rows'] / figures['seconds']:,.0f} rows/s, "
           f"{size / 1e6 / figures['seconds']:,.1f} MB/s; "
           f"worker peak RSS {figures['peak_rss_mb']:.0f} MB; worker CPU {figures['cpu']:.2f} s")
+    if figures.get("pg_cpu") is not None:
+        print(f"PostgreSQL backends' CPU during the ingest: {figures['pg_cpu']:.2f} s")
     if figures.get("totals") is not None:
         print(f"then the batch's cost and token sums over those rows: {figures['totals']:.2f} s "
               "(once per ingested part)")

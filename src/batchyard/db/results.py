@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Insert, Row, case, exists, func, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from batchyard.db.bulk import connection_of, copy_tuples
+from batchyard.db.bulk import connection_of, copy_tuples, pg_type_names
 from batchyard.db.models import TOTAL_KEYS, PartRow, RequestRow, ResultRow
 from batchyard.domain.jsonl import render_result_line, rendered_line_length
 
@@ -37,6 +37,8 @@ def _upsert(dialect: str) -> Insert:
 _COLUMNS = ("batch_id", "custom_id", *_UPDATABLE)
 #: The column order of the tuples :func:`write_results` takes.
 RESULT_WRITE_COLUMNS = _COLUMNS
+#: Their PostgreSQL types: result rows are COPYed in the binary format.
+_PG_TYPES = pg_type_names(ResultRow, _COLUMNS)
 _PG_STAGE = "batchyard_results_in"
 
 
@@ -82,7 +84,7 @@ def _copy_fresh(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> bool
     with raw.cursor() as cur:
         cur.execute("SAVEPOINT batchyard_results_copy")
         try:
-            copy_tuples(connection, "results", _COLUMNS, rows)
+            copy_tuples(connection, "results", _COLUMNS, rows, _PG_TYPES)
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT batchyard_results_copy")
             cur.execute("RELEASE SAVEPOINT batchyard_results_copy")
@@ -99,7 +101,7 @@ def _copy_upsert(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> Non
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
                     f"(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         cur.execute(f"TRUNCATE {_PG_STAGE}")  # a retried transaction must not see old rows
-    copy_tuples(connection, _PG_STAGE, _COLUMNS, rows)
+    copy_tuples(connection, _PG_STAGE, _COLUMNS, rows, _PG_TYPES)
     with raw.cursor() as cur:
         cur.execute(f"INSERT INTO results ({cols}) SELECT {cols} FROM {_PG_STAGE} "
                     f"ON CONFLICT (batch_id, custom_id) DO UPDATE SET {updates} "
@@ -170,21 +172,30 @@ def row_totals(rows: Iterable[tuple[Any, ...]],
                into: dict[str, int] | None = None) -> dict[str, int]:
     """Add result rows (tuples in :data:`RESULT_WRITE_COLUMNS` order) to per-part sums."""
     t = into if into is not None else dict.fromkeys(TOTAL_KEYS, 0)
+    # Local counters, not dictionary updates: ingest sums every row it writes.
+    completed = failed = out_bytes = err_bytes = inp = out = cached = cost = priced = 0
+    unpriced = 0
     for row in rows:
         if row[_I_OK]:
-            t["completed"] += 1
-            t["output_bytes"] += row[_I_BYTES]
+            completed += 1
+            out_bytes += row[_I_BYTES]
         else:
-            t["failed"] += 1
-            t["error_bytes"] += row[_I_BYTES]
-        t["input_tokens"] += row[_I_IN] or 0
-        t["output_tokens"] += row[_I_OUT] or 0
-        t["cached_tokens"] += row[_I_CACHED] or 0
+            failed += 1
+            err_bytes += row[_I_BYTES]
+        inp += row[_I_IN] or 0
+        out += row[_I_OUT] or 0
+        cached += row[_I_CACHED] or 0
         if row[_I_COST] is not None:
-            t["cost_pico"] += row[_I_COST]
-            t["priced"] += 1
+            cost += row[_I_COST]
+            priced += 1
         if row[_I_UNPRICED] is not None:
-            t["unpriced"] += 1
+            unpriced += 1
+    for key, value in (("completed", completed), ("failed", failed),
+                       ("output_bytes", out_bytes), ("error_bytes", err_bytes),
+                       ("input_tokens", inp), ("output_tokens", out),
+                       ("cached_tokens", cached), ("cost_pico", cost), ("priced", priced),
+                       ("unpriced", unpriced)):
+        t[key] += value
     return t
 
 

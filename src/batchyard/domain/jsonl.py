@@ -31,6 +31,7 @@ from batchyard.domain.inputs import (
 from batchyard.domain.lines import iter_lines
 from batchyard.domain.outputs import (
     OutputLine,
+    iter_output_blocks,
     iter_output_lines,
     render_result_line,
     rendered_line_length,
@@ -45,6 +46,7 @@ __all__ = [
     "RequestLine",
     "estimate_tokens",
     "iter_lines",
+    "iter_output_blocks",
     "iter_output_lines",
     "iter_part_batches",
     "iter_part_blocks",

@@ -9,7 +9,7 @@ outcome classes, task names.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
@@ -61,14 +61,12 @@ def retry_reason(status: int | None) -> str:
     return "5xx" if status >= 500 else "4xx"
 
 
-def count_rows(oks: Iterable[bool]) -> None:
-    """Add ingested result rows, one flag per row (True: a success, False: a request error)."""
-    flags = list(oks)
-    ok = sum(flags)
+def count_row_outcomes(ok: int, failed: int) -> None:
+    """Add ingested result rows: ``ok`` successes and ``failed`` request errors."""
     if ok:
         ROWS_INGESTED.labels(outcome="ok").inc(ok)
-    if len(flags) > ok:
-        ROWS_INGESTED.labels(outcome="error").inc(len(flags) - ok)
+    if failed:
+        ROWS_INGESTED.labels(outcome="error").inc(failed)
 
 
 @contextmanager

@@ -102,6 +102,19 @@ class RowPricer:
             cost = (inp - cached) * rates[0] + cached * rates[1] + out * rates[2]
         return line.model, cost, currency, source, None
 
+    def flat_rates(self, model: str | None
+                   ) -> tuple[int, int, int, str | None, str | None] | None:
+        """(input, cached input, output pico-dollar rates, currency, source) when answers
+        from ``model`` are priced by those three rates alone (no long-prompt tiers, whole
+        pico-dollar rates), so a row without cache writes costs
+        ``(inp - cached) * input + cached * cached_input + out * output`` exactly as
+        :meth:`values` computes it; else None (use :meth:`values`)."""
+        price, currency, source = self._entry(model)
+        if price is None or price.pico_rates is None or price.tiers or source is None:
+            return None
+        rates = price.pico_rates
+        return rates[0], rates[1], rates[2], currency, source
+
     def columns(self, line: OutputLine) -> dict[str, Any]:
         """The cost columns of a result row for ``line``."""
         row: dict[str, Any] = {}

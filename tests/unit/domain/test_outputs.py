@@ -149,3 +149,62 @@ def test_rendering_is_stable_and_ids_differ_per_batch_and_request() -> None:
 def test_rendered_length_matches_the_rendered_line(args: dict) -> None:
     assert rendered_line_length(batch_id="batch_xyz", **args) == len(
         render_result_line(batch_id="batch_xyz", **args))
+
+
+# -- the inline common case gives what the general path gives --------------------------------
+
+_USAGES = [
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+     "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0}},
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+     "prompt_tokens_details": {"cached_tokens": "4", "cache_write_tokens": 3}},
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 0},
+    {"prompt_tokens": 11, "completion_tokens": None, "output_tokens": 5, "total_tokens": 18},
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+     "cache_creation_input_tokens": 2},
+    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+     "prompt_tokens_details": None, "input_tokens_details": {"cached_tokens": 5}},
+    {"prompt_tokens": True, "completion_tokens": 7, "total_tokens": 18},
+    {"input_tokens": 5, "output_tokens": 3, "input_tokens_details": {"cached_tokens": 1}},
+]
+
+
+@pytest.mark.parametrize("usage", _USAGES)
+def test_the_inline_answer_path_equals_the_general_one(usage: dict) -> None:
+    from batchyard.domain import outputs
+
+    body = {**CHAT_BODY, "model": "gpt-4o-mini", "usage": usage}
+    raw = orjson.dumps({"id": "x", "custom_id": "é\"1", "error": None,
+                        "response": {"status_code": 200, "request_id": 7, "body": body}})
+    fast = outputs._parse_output(3, raw, False)
+    general = outputs._from_response(3, "é\"1", orjson.loads(raw)["response"], False)
+    assert fast[:15] == general[:15]
+    assert all(type(a) is type(b) for a, b in zip(fast[:15], general[:15], strict=True))
+    # When the parser knows the rendered length it is the real one.
+    assert fast.rendered_bytes in (0, len(render_result_line(
+        batch_id="b", custom_id=fast.custom_id, status_code=fast.status_code,
+        request_id=fast.request_id, body=fast.body)))
+
+
+def test_answers_carry_their_rendered_length() -> None:
+    (line,) = parse({"custom_id": "a", "error": None,
+                     "response": {"status_code": 200, "request_id": "req\\1", "body": CHAT_BODY}})
+    assert line.rendered_bytes == rendered_line_length(
+        batch_id="any", custom_id="a", status_code=200, request_id="req\\1", body=line.body)
+
+
+def test_blocks_hold_every_line_with_its_file_line_number() -> None:
+    from batchyard.domain.jsonl import iter_output_blocks
+
+    lines = [orjson.dumps({"custom_id": f"c{i}", "response": {"status_code": 200,
+                                                               "body": CHAT_BODY}})
+             for i in range(5)]
+    data = lines[0] + b"\n\n" + b"\n".join(lines[1:]) + b"\n  \n"
+    chunks = [data[i:i + 7] for i in range(0, len(data), 7)]
+    blocks = list(iter_output_blocks(chunks))
+    assert len(blocks) > 1
+    flat = [line for block in blocks for line in block]
+    assert [(x.custom_id, x.line_no) for x in flat] == [
+        ("c0", 1), ("c1", 3), ("c2", 4), ("c3", 5), ("c4", 6)]
+    assert flat == list(iter_output_lines(chunks))
