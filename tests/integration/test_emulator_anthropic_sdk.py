@@ -260,3 +260,20 @@ def test_lagging_list_hides_a_new_batch_for_a_while(start_server: StartServer) -
     assert [b.id for b in client.messages.batches.list()] == []
     time.sleep(0.6)
     assert [b.id for b in client.messages.batches.list()] == [batch.id]
+
+
+def test_running_batches_queues_a_batch_and_a_cancel_reaches_it(
+        start_server: StartServer) -> None:
+    client = client_for(start_server(running_batches=1, request_latency=30))
+    busy = client.messages.batches.create(  # type: ignore[misc]
+        requests=[request(f"b{n}") for n in range(3)])
+    queued = client.messages.batches.create(  # type: ignore[misc]
+        requests=[request(f"q{n}") for n in range(3)])
+    client.messages.batches.cancel(queued.id)
+    done = wait_ended(client, queued.id)
+    # It never got a lane, so not even its first request ran.
+    assert done.request_counts.canceled == 3 and done.request_counts.succeeded == 0
+    assert client.messages.batches.retrieve(busy.id).processing_status == "in_progress"
+    client.messages.batches.cancel(busy.id)
+    ended = wait_ended(client, busy.id)
+    assert ended.request_counts.succeeded + ended.request_counts.canceled == 3
