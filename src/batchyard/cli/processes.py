@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -177,12 +177,27 @@ def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption
         os.environ["BATCHYARD_API__PORT"] = str(cfg.api.port)
         if cfg.config_file is not None:
             os.environ["BATCHYARD_CONFIG_FILE"] = str(cfg.config_file)
-        uvicorn.run("batchyard.api.app:app_from_env", factory=True, host=cfg.api.host,
-                    port=cfg.api.port, workers=workers, log_config=log_config,
-                    access_log=access_log, http=HTTP_PROTOCOL)
+        _serve_processes(uvicorn.Config(
+            "batchyard.api.app:app_from_env", factory=True, host=cfg.api.host,
+            port=cfg.api.port, workers=workers, log_config=log_config,
+            access_log=access_log, http=HTTP_PROTOCOL))
         return
     uvicorn.run(create_app(cfg), host=cfg.api.host, port=cfg.api.port, log_config=log_config,
                 access_log=access_log, http=HTTP_PROTOCOL)
+
+
+def _serve_processes(config: Any) -> None:
+    """uvicorn's multi-process serving (its supervisor: restarts, health checks, signals),
+    with a listening socket per process on Linux so connections spread over them
+    (:mod:`batchyard.api.listener`)."""
+    from uvicorn.supervisors import Multiprocess
+
+    from batchyard.api.listener import balanced_listener
+
+    sock = balanced_listener(config.host, config.port)
+    if sock is None:
+        sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def worker(concurrency: Annotated[int, typer.Option(help="Worker threads.")] = 8,
