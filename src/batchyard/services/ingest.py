@@ -42,7 +42,9 @@ from batchyard.services.state import pipeline_log, request_finalize_if_done
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 1 << 20
+#: Read size of the downloaded file: a block of lines parsed at once comes from one read, and
+#: 64 KB blocks stay in the CPU's caches while their rows are built (1 MB: ~15 % more CPU).
+_READ_CHUNK = 64 << 10
 #: Up to this many requests, a part's custom_id index is kept in memory while ingesting
 #: (about 200 bytes each); bigger parts are looked up in SQL batch by batch.
 INDEX_MAX_REQUESTS = 200_000
@@ -160,13 +162,16 @@ def _ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byt
     limit = svc.settings.pipeline.ingest_batch_rows
     written = 0
     writer = _Writer(svc, part, batch, totals)
-    pending: list[OutputLine] = []
+    # Rows when the part's index is in memory (built as each block is parsed, so a block's
+    # parsed lines are dropped while still in the CPU's caches), else lines.
+    pending: list[Any] = []
     # A user's cancel keeps batch_cancelled as the final answer (no retry).
     pending_bytes = 0
     try:
         for block in iter_output_blocks(_chunks(stream), retry_cancelled=False):
-            pending += block
-            pending_bytes += sum(map(len, filter(None, map(_BODY, block))))
+            items = writer.prepare(block)
+            pending += items
+            pending_bytes += writer.size_of(items)
             # Flush by rows, or by bytes (checked per block read: a batch holds at most one
             # block more than FLUSH_BYTES), so 20 KB answers do not make a batch 40x bigger.
             start = 0
@@ -175,7 +180,7 @@ def _ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byt
                 start += limit
             if start:
                 del pending[:start]
-                pending_bytes = sum(map(len, filter(None, map(_BODY, pending))))
+                pending_bytes = writer.size_of(pending)
             if pending_bytes >= FLUSH_BYTES:
                 written += writer.flush(pending)
                 pending, pending_bytes = [], 0
@@ -187,6 +192,7 @@ def _ingest_stream(svc: Services, part: PartRow, batch: BatchRow, stream: IO[byt
 
 
 _BODY = operator.attrgetter("body")
+_ROW_BODY = operator.itemgetter(RESULT_WRITE_COLUMNS.index("response_body"))
 
 #: Allocations between two young garbage collections while an ingest runs (Python's default
 #: is 700; parsing a line allocates about ten dicts, lists and tuples, none in a cycle).
@@ -256,19 +262,29 @@ class _Writer:
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
 
-    def flush(self, lines: list[OutputLine]) -> int:
-        """Turn ``lines`` into rows and write them: on a second thread when the part's index
-        is in memory (this thread parses the next lines meanwhile), else here."""
-        if not lines:
+    def prepare(self, lines: list[OutputLine]) -> list[Any]:
+        """What ingest keeps of a block of parsed lines until it is flushed: their rows when
+        the part's index is in memory, else the lines (looked up in SQL at the flush)."""
+        return lines if self.index is None else self.rows(lines, self.index)
+
+    def size_of(self, items: list[Any]) -> int:
+        """Response bytes (characters, for rows) of what :meth:`prepare` gave."""
+        getter = _BODY if self.index is None else _ROW_BODY
+        return sum(map(len, filter(None, map(getter, items))))
+
+    def flush(self, items: list[Any]) -> int:
+        """Write what :meth:`prepare` gave: rows go to a writer thread (this thread parses
+        the next lines meanwhile); lines are looked up and written here."""
+        if not items:
             return 0
         if self.index is None:
             with self.svc.sessions() as session:
                 index = parts.lookup_requests(session, self.part.batch_id, self.part.id,
-                                              [line.custom_id for line in lines])
-            rows = self.rows(lines, index)
+                                              [line.custom_id for line in items])
+            rows = self.rows(items, index)
             self._write(rows)
         else:
-            rows = self.rows(lines, self.index)
+            rows = items
             self._put(rows)
         before = self.totals["completed"], self.totals["failed"]
         row_totals(rows, self.totals)
