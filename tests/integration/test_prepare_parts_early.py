@@ -315,3 +315,36 @@ def test_a_part_that_ends_before_the_last_part_is_written_does_not_finalize_the_
                              "entity = 'batch' ORDER BY id", b=batch_id)
     assert [e["to_status"] for e in statuses] == ["validating", "in_progress", "finalizing",
                                                   "completed"]
+
+
+class _Broken(RuntimeError):
+    pass
+
+
+def test_a_prepare_that_keeps_failing_after_writing_a_part_stops_that_part(
+        pipeline: _Pipeline, emulator: EmulatorServer) -> None:
+    # Every run of prepare fails the same way after its first part's commit (here: the
+    # broker refuses the submit nudge). The last time the step is given up; as parts
+    # exist, the batch is stopped like a cancel instead of failed with a part left pending.
+    def broker_down(task: str, _object_id: str) -> bool:
+        if task == "submit":
+            raise _Broken("no broker")
+        return False
+
+    pipeline.on_nudge = broker_down
+    batch_id = pipeline.batch(jsonl(_lines(11)))
+    for _ in range(pipeline.settings.pipeline.max_task_failures - 1):
+        with pytest.raises(_Broken):
+            run_task(pipeline.svc, "prepare", batch_id)
+        assert pipeline.status(batch_id) == "validating"
+        pipeline.make_due(batch_id)
+    assert run_task(pipeline.svc, "prepare", batch_id) is None  # given up
+    pipeline.on_nudge = None
+    assert pipeline.status(batch_id) == "cancelling"
+    pipeline.make_due(batch_id)
+    pipeline.queue.append(("cancel", batch_id))  # the sweep's nudge, after stale_seconds
+    assert pipeline.run_until_done(batch_id) == "cancelled"
+    batch = batch_service.get_batch(pipeline.svc, batch_id, owner=None)
+    assert batch.errors is not None and batch.errors.data[0].code == "internal_error"
+    assert [p["status"] for p in pipeline.rows("SELECT status FROM parts")] == ["cancelled"]
+    assert _sent_to_provider(emulator) == ([], [])
