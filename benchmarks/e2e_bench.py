@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import sqlalchemy as sa
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from emulator_bench import make_input
 from ingest_bench import drop_pg, fresh_pg
 
 from batchyard.cli.processes import settings_env, start_worker_process, stop_process
@@ -52,19 +52,6 @@ from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer
 from batchyard.services import batches, files
 from batchyard.services.container import build_services
-
-
-def make_input(n: int) -> bytes:
-    """N chat-completion request lines."""
-    out = io.BytesIO()
-    for i in range(n):
-        out.write(orjson.dumps({"custom_id": f"r-{i}", "method": "POST",
-                                "url": "/v1/chat/completions",
-                                "body": {"model": "gpt-4o-mini", "max_tokens": 20,
-                                         "messages": [{"role": "user",
-                                                       "content": f"Say something about {i}"}]}}))
-        out.write(b"\n")
-    return out.getvalue()
 
 
 def main() -> None:

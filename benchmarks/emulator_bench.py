@@ -36,7 +36,7 @@ FAST = {"validation_delay": 0.0, "finalize_delay": 0.0, "cancel_grace": 0.0}
 
 
 def make_input(n: int, start: int = 0) -> bytes:
-    """N chat-completion request lines (as in e2e_bench.py)."""
+    """N chat-completion request lines (e2e_bench.py sends the same)."""
     out = io.BytesIO()
     for i in range(start, start + n):
         out.write(orjson.dumps({"custom_id": f"r-{i}", "method": "POST",

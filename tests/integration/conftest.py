@@ -9,7 +9,7 @@ import pytest
 
 from batchyard.db import migrate
 from batchyard.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e.helpers import InlineDriver, fast_settings
+from tests.e2e.helpers import InlineDriver, fast_settings, fresh_pg_database
 
 
 @pytest.fixture()
@@ -28,3 +28,13 @@ def driver(tmp_path: Path, emulator: EmulatorServer) -> Iterator[InlineDriver]:
     inline = InlineDriver(settings)
     yield inline
     inline.svc.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: SQLite, then PostgreSQL (a test asking for it runs on both)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'by.db'}"
+        return
+    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
+        yield url

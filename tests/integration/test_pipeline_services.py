@@ -18,15 +18,6 @@ from batchyard.services.container import Services, build_services
 from tests.e2e.helpers import fresh_pg_database, jsonl, request_line
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'by.db'}"
-        return
-    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
-        yield url
-
-
 @pytest.fixture()
 def nudges() -> list[tuple[str, str]]:
     return []

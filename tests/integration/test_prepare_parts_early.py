@@ -25,18 +25,9 @@ from batchyard.services import batches as batch_service
 from batchyard.services.container import Services, build_services
 from batchyard.services.pipeline import run_task, run_tick
 from batchyard.services.prepare import prepare_batch
-from tests.e2e.helpers import fast_settings, fresh_pg_database, jsonl, request_line, upload
+from tests.e2e.helpers import fast_settings, jsonl, request_line, upload
 
 _TERMINAL = ("completed", "failed", "cancelled", "expired")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'by.db'}"
-        return
-    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
-        yield url
 
 
 class _Pipeline:

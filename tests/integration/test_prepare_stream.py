@@ -4,7 +4,6 @@ later part, after earlier parts' rows were written, still leaves nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,7 @@ from batchyard.domain.routing import Deployment
 from batchyard.services import batches as batch_service
 from batchyard.services.container import Services, build_services
 from batchyard.services.prepare import prepare_batch
-from tests.e2e.helpers import fresh_pg_database, jsonl, request_line, upload
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'by.db'}"
-        return
-    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
-        yield url
+from tests.e2e.helpers import jsonl, request_line, upload
 
 
 @pytest.fixture()
