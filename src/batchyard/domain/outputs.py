@@ -119,7 +119,7 @@ def _body_error(body: Any) -> tuple[str | None, str | None]:
             str(message) if message is not None else None)
 
 
-_new_line = tuple.__new__  # builds an OutputLine from a full tuple at C speed
+_new_line = tuple.__new__  # builds an OutputLine from a full tuple at C speed (the 2xx path)
 
 
 def _parse_output(line_no: int, line: bytes, retry_cancelled: bool) -> OutputLine:
@@ -137,31 +137,6 @@ def _parse_output(line_no: int, line: bytes, retry_cancelled: bool) -> OutputLin
                          code="invalid_output_line")
     response = obj.get("response")
     if type(response) is dict:
-        status = response.get("status_code")
-        body = response.get("body")
-        # The common case inline (one call per line instead of four): a 2xx whose body has
-        # OpenAI's chat usage in integers; the result is the same as _from_response's.
-        if (type(status) is int and 200 <= status < 300 and type(body) is dict
-                and type(usage := body.get("usage")) is dict):
-            get = usage.get
-            inp, out, total = get("prompt_tokens"), get("completion_tokens"), get("total_tokens")
-            details = get("prompt_tokens_details")
-            if (type(inp) is int and type(out) is int and type(total) is int and total
-                    and "cache_creation_input_tokens" not in usage
-                    and (type(details) is dict or "input_tokens_details" not in usage)):
-                cached = write = 0
-                if type(details) is dict:
-                    cached = _int(details.get("cached_tokens"))
-                    write = _int(details.get("cache_write_tokens"))
-                request_id = response.get("request_id")
-                request_id = str(request_id) if request_id else None
-                model = body.get("model")
-                raw_body = orjson.dumps(body)
-                return _new_line(OutputLine, (
-                    custom_id, True, status, request_id, raw_body, None, None, inp, out,
-                    total, False, line_no, cached, model if type(model) is str else None,
-                    write, _RENDERED_FIXED + len(orjson.dumps(custom_id)) + len(str(status))
-                    + len(orjson.dumps(request_id)) + len(raw_body)))
         return _from_response(line_no, custom_id, response, retry_cancelled)
     error = obj.get("error")
     if type(error) is not dict:
@@ -192,9 +167,12 @@ def _from_response(line_no: int, custom_id: str, response: dict[str, Any],
     inp, out, total, cached, write = (_usage_of(usage) if type(usage) is dict
                                       else (0, 0, 0, 0, 0))
     if 200 <= status < 300:  # the common case first: no error fields to look for
-        return OutputLine(custom_id, True, status, str(request_id) if request_id else None,
-                          orjson.dumps(body) if body is not None else None, None, None,
-                          inp, out, total, False, line_no, cached, model, write)
+        request_id = str(request_id) if request_id else None
+        raw = orjson.dumps(body) if body is not None else None
+        return _new_line(OutputLine, (
+            custom_id, True, status, request_id, raw, None, None, inp, out, total, False,
+            line_no, cached, model, write,
+            _line_length(custom_id, status, request_id, len(raw) if raw else 2)))
     code, message = _body_error(body)
     return OutputLine(custom_id, False, status, str(request_id) if request_id else None,
                       orjson.dumps(body) if body is not None else None, code, message,
@@ -252,8 +230,14 @@ def rendered_line_length(*, batch_id: str, custom_id: str, status_code: int | No
                                       status_code=status_code, request_id=request_id,
                                       body=body, error_code=error_code,
                                       error_message=error_message))
+    return _line_length(custom_id, status_code, request_id, len(body) if body else 2)
+
+
+def _line_length(custom_id: str, status_code: int, request_id: str | None,
+                 body_bytes: int) -> int:
+    """The length of a rendered line with a response whose body is ``body_bytes`` long."""
     return (_RENDERED_FIXED + len(orjson.dumps(custom_id)) + len(str(status_code))
-            + len(orjson.dumps(request_id)) + (len(body) if body else 2))
+            + len(orjson.dumps(request_id)) + body_bytes)
 
 
 def render_result_line(*, batch_id: str, custom_id: str, status_code: int | None,

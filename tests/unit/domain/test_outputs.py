@@ -151,7 +151,7 @@ def test_rendered_length_matches_the_rendered_line(args: dict) -> None:
         render_result_line(batch_id="batch_xyz", **args))
 
 
-# -- the inline common case gives what the general path gives --------------------------------
+# -- every usage shape parses as _from_response reads it, with the real rendered length ------
 
 _USAGES = [
     {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
