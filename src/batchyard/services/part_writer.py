@@ -129,8 +129,8 @@ class PartWriter:
         self._part_id = ""
         self._copier: RowCopier | None = None
         self._rows: list[tuple[Any, ...]] = []
-        self._tally = TokenTally()
-        self._count = self._bytes = self._tokens = 0
+        self._tally = TokenTally()  # the open part: requests, estimated tokens
+        self._bytes = 0
 
     def write(self, index: int, block: RequestBlock) -> None:
         """Take a block of part ``index`` (a new index closes the previous part)."""
@@ -153,9 +153,7 @@ class PartWriter:
         self._rows += [(batch_id, custom_id, line_no, raw.decode("utf-8"), part_id, 1, "pending")
                        for line_no, custom_id, raw in zip(block.line_nos, block.custom_ids,
                                                           block.raws, strict=True)]
-        self._count += len(block.sizes)
         self._bytes += sum(block.sizes) + len(block.sizes)
-        self._tokens += sum(block.est_tokens)
         self._tally.add(block.raws, block.est_tokens, self._default_out)
         if len(self._rows) >= self.chunk_rows:
             self._flush()
@@ -174,11 +172,11 @@ class PartWriter:
     def close(self) -> None:
         """Commit the current part (rows, part row, event, batch CAS), then nudge it."""
         session, copier = self._session, self._copier
-        if session is None or copier is None or not self._count:
+        if session is None or copier is None or not self._tally.requests:
             return
         self._flush()
         copier.drain()  # the session is this thread's again
-        part_id, count = self._part_id, self._count
+        part_id, count = self._part_id, self._tally.requests
         estimate = tally_pico(self.price(), self._tally)
         before = self.skip + self.written
         # The compare-and-set first: it locks the batch row, so the part's number below
@@ -191,7 +189,7 @@ class PartWriter:
         parts.add_part(session, part_id=part_id, batch_id=self.batch_id,
                        seq=parts.next_seq(session, self.batch_id), attempt=1,
                        request_count=count, byte_size=self._bytes,
-                       estimated_tokens=self._tokens, now=time.time(),
+                       estimated_tokens=self._tally.input_tokens, now=time.time(),
                        reason=f"{count} requests", estimate_pico=estimate)
         session.commit()
         self._end_part()
@@ -199,7 +197,7 @@ class PartWriter:
         self.written += count
         self._estimates.append(estimate)
         self._tally = TokenTally()
-        self._count = self._bytes = self._tokens = 0
+        self._bytes = 0
         crash_point(self.svc.settings, "mid_prepare")  # committed, not nudged yet
         self.svc.nudge("submit", part_id)
 
