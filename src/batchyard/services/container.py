@@ -148,9 +148,7 @@ class Services:
     def close(self) -> None:
         """Release connections and HTTP clients."""
         self.providers.close()
-        close_store = getattr(self.store, "close", None)  # the database store's side file
-        if close_store is not None:
-            close_store()
+        self.store.close()  # the database store's side-file connections on SQLite
         self.engine.dispose()
 
 

@@ -60,6 +60,10 @@ class FileStore(Protocol):
         """Shorthand for :meth:`open_stream`."""
         ...
 
+    def close(self) -> None:
+        """Release what the store holds open (connections of its own), if anything."""
+        ...
+
 
 class StoreShortcuts:
     """``write``/``read`` spelled in terms of ``put_stream``/``open_stream``."""
@@ -78,6 +82,9 @@ class StoreShortcuts:
     def read(self, key: str) -> Iterator[bytes]:
         """Shorthand for :meth:`open_stream`."""
         return self.open_stream(key)
+
+    def close(self) -> None:
+        """Nothing to release (a store with connections of its own overrides this)."""
 
 
 def check_key(key: str) -> str:
